@@ -112,8 +112,25 @@ class NetworkSettings(_Strict):
         return self.cmd is not None
 
 
+class ContractSpec(_Strict):
+    """One contract to deploy. An argument `{account: NAME}` or `{contract: NAME}` becomes
+    that account's or earlier contract's address; anything else is passed as it is."""
+
+    name: str
+    args: list[Any] = []
+
+    @field_validator("args")
+    @classmethod
+    def _refs(cls, value: list[Any]) -> list[Any]:
+        for arg in value:
+            if isinstance(arg, dict) and (len(arg) != 1 or next(iter(arg)) not in ("account", "contract")):
+                raise ValueError(f"argument {arg!r} must be {{account: NAME}} or {{contract: NAME}}")
+        return value
+
+
 class DeploymentSettings(_Strict):
-    # contract name -> role name -> account names that receive the role
+    contracts: list[ContractSpec] = []
+    # contract name -> role name -> account or contract names that receive the role
     roles: dict[str, dict[str, list[str]]] = {}
 
 

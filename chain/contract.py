@@ -1,0 +1,59 @@
+"""A deployed contract: encode calls, read views, send transactions through a Sender."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chain.abi import ContractABI
+from chain.errors import RpcError
+from chain.revert import ErrorDecoder, revert_data
+from chain.rpc import Rpc
+from chain.sender import Receipt, Sender
+
+
+class Contract:
+    def __init__(self, name: str, address: str, abi: ContractABI, rpc: Rpc, errors: ErrorDecoder) -> None:
+        self.name = name
+        self.address = address
+        self.abi = abi
+        self.rpc = rpc
+        self._errors = errors
+
+    def __repr__(self) -> str:
+        return f"<{self.name} at {self.address}>"
+
+    def encode(self, fn: str, *args: Any) -> str:
+        return self.abi.encode_call(fn, *args)
+
+    def call(self, fn: str, *args: Any, block: str | int = "latest", sender: str | None = None) -> Any:
+        """Read a view (one eth_call); a revert raises the decoded ContractRevert."""
+        tx: dict[str, Any] = {"to": self.address, "data": self.encode(fn, *args)}
+        if sender:
+            tx["from"] = sender
+        tag = hex(block) if isinstance(block, int) else block
+        try:
+            result = self.rpc.call("eth_call", [tx, tag])
+        except RpcError as exc:
+            data = revert_data(exc.data)
+            if data is None:
+                raise
+            raise self._errors.decode(data) from None
+        return self.abi.decode_output(fn, len(args), bytes.fromhex(str(result)[2:]))
+
+    def send(self, sender: Sender, fn: str, *args: Any, gas: int | None = None, value: int = 0) -> str:
+        return sender.send(self.address, self.encode(fn, *args), gas=gas, value=value)
+
+    def transact(
+        self, sender: Sender, fn: str, *args: Any, gas: int | None = None, value: int = 0
+    ) -> Receipt:
+        return sender.transact(self.address, self.encode(fn, *args), gas=gas, value=value)
+
+    def events(self, receipt: Receipt) -> list[Any]:
+        """This contract's decoded events in a receipt."""
+        out = []
+        for log in receipt.logs:
+            if log["address"].lower() == self.address.lower():
+                decoded = self.abi.decode_log(log)
+                if decoded is not None:
+                    out.append(decoded)
+        return out

@@ -1,0 +1,203 @@
+"""Send transactions: local signing, a local nonce counter, fees, receipts, decoded reverts."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+
+from chain.errors import ContractRevert, RpcError, TransactionError, TransactionTimeout
+from chain.revert import ErrorDecoder, revert_data
+from chain.rpc import Rpc
+
+GAS_MARGIN = 1.25  # estimates miss storage refunds and warm/cold differences between calls
+_NONCE_USED = ("nonce too low", "already known", "correct nonce", "nonce has already been used")
+
+
+@dataclass(frozen=True)
+class Receipt:
+    tx_hash: str
+    block_number: int
+    block_hash: str
+    gas_used: int
+    status: int
+    contract_address: str | None
+    logs: list[dict[str, Any]]
+
+    @classmethod
+    def from_rpc(cls, raw: dict[str, Any]) -> Receipt:
+        return cls(
+            tx_hash=raw["transactionHash"],
+            block_number=int(raw["blockNumber"], 16),
+            block_hash=raw["blockHash"],
+            gas_used=int(raw["gasUsed"], 16),
+            status=int(raw["status"], 16),
+            contract_address=raw.get("contractAddress"),
+            logs=raw.get("logs", []),
+        )
+
+
+class FeePolicy:
+    """EIP-1559 where blocks carry a base fee, a legacy price elsewhere, a fixed price if set."""
+
+    def __init__(self, rpc: Rpc, gas_price: int | None = None, priority_fee: int | None = None):
+        self.rpc = rpc
+        self.fixed = gas_price
+        self.priority_fee = priority_fee
+        self._lock = threading.Lock()
+        self._cached: tuple[float, dict[str, int]] | None = None
+
+    def fields(self) -> dict[str, int]:
+        if self.fixed is not None:  # permissioned chains may run at zero gas price
+            return {"gasPrice": self.fixed}
+        with self._lock:
+            now = time.monotonic()
+            if self._cached and now - self._cached[0] < 1.0:
+                return self._cached[1]
+            block = self.rpc.call("eth_getBlockByNumber", ["latest", False])
+            if block.get("baseFeePerGas") is not None:
+                base = int(block["baseFeePerGas"], 16)
+                tip = self.priority_fee
+                if tip is None:
+                    try:
+                        tip = int(self.rpc.call("eth_maxPriorityFeePerGas"), 16)
+                    except RpcError:
+                        tip = 10**9
+                # Twice the base fee survives six full blocks of base-fee growth.
+                fees = {"maxFeePerGas": 2 * base + tip, "maxPriorityFeePerGas": tip}
+            else:
+                fees = {"gasPrice": int(self.rpc.call("eth_gasPrice"), 16)}
+            self._cached = (now, fees)
+            return fees
+
+
+class Sender:
+    """One account's transactions. Thread-safe: many threads may send through one Sender.
+
+    The nonce counter is local (one RPC at first use), held under a lock while a transaction
+    is signed and handed to the node, and resynchronised when the node says a nonce is used.
+    """
+
+    def __init__(
+        self,
+        rpc: Rpc,
+        account: LocalAccount,
+        chain_id: int,
+        *,
+        fees: FeePolicy | None = None,
+        errors: ErrorDecoder | None = None,
+        timeout: float = 30.0,
+        poll_interval: float = 0.2,
+    ) -> None:
+        self.rpc = rpc
+        self.account = account
+        self.address = str(account.address)
+        self.chain_id = chain_id
+        self.fees = fees or FeePolicy(rpc)
+        self.errors = errors or ErrorDecoder()
+        self.timeout = timeout
+        self.poll_interval = poll_interval
+        self._lock = threading.Lock()
+        self._nonce: int | None = None
+
+    def resync(self) -> None:
+        """Forget the local nonce; the next send asks the node (after evm_revert, say)."""
+        with self._lock:
+            self._nonce = None
+
+    def estimate(self, to: str | None, data: str, value: int = 0) -> int:
+        tx: dict[str, Any] = {"from": self.address, "data": data, "value": hex(value)}
+        if to:
+            tx["to"] = to
+        try:
+            return int(self.rpc.call("eth_estimateGas", [tx]), 16)
+        except RpcError as exc:
+            raise self._as_revert(exc) from None
+
+    def send(self, to: str | None, data: str, *, value: int = 0, gas: int | None = None) -> str:
+        """Sign and broadcast; returns the tx hash. Reverts found by estimation raise here."""
+        if gas is None:
+            gas = int(self.estimate(to, data, value) * GAS_MARGIN) + 10_000
+        tx: dict[str, Any] = {"chainId": self.chain_id, "gas": gas, "value": value, "data": data}
+        if to:
+            tx["to"] = to
+        tx.update(self.fees.fields())
+        for _attempt in range(3):
+            with self._lock:
+                if self._nonce is None:
+                    self._nonce = int(self.rpc.call("eth_getTransactionCount", [self.address, "pending"]), 16)
+                tx["nonce"] = self._nonce
+                signed = self.account.sign_transaction(tx)
+                raw = "0x" + signed.raw_transaction.hex()
+                tx_hash = "0x" + signed.hash.hex()
+                try:
+                    self.rpc.call("eth_sendRawTransaction", [raw])
+                except RpcError as exc:
+                    message = str(exc).lower()
+                    if "already known" in message:
+                        pass  # an earlier try of this very transaction got through
+                    elif any(s in message for s in _NONCE_USED):
+                        self._nonce = None  # someone else used this nonce: ask again
+                        continue
+                    elif exc.code is not None and revert_data(exc.data) is not None:
+                        raise self._as_revert(exc) from None
+                    else:
+                        # the nonce is not consumed; keep it for the next transaction
+                        raise TransactionError(f"node refused the transaction: {exc}") from None
+                self._nonce += 1
+                return tx_hash
+        raise TransactionError(f"nonce for {self.address} kept colliding; is another process sending?")
+
+    def wait(self, tx_hash: str, timeout: float | None = None) -> Receipt:
+        """The receipt, once mined; a failed transaction raises its decoded ContractRevert."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        delay = 0.005
+        while True:
+            raw = self.rpc.call("eth_getTransactionReceipt", [tx_hash])
+            if raw is not None:
+                receipt = Receipt.from_rpc(raw)
+                if receipt.status != 1:
+                    raise self._replay_failure(tx_hash, receipt)
+                return receipt
+            if time.monotonic() >= deadline:
+                raise TransactionTimeout(f"no receipt for {tx_hash} after {timeout or self.timeout:.0f}s")
+            time.sleep(delay)
+            delay = min(delay * 2, self.poll_interval)
+
+    def transact(self, to: str | None, data: str, *, value: int = 0, gas: int | None = None) -> Receipt:
+        return self.wait(self.send(to, data, value=value, gas=gas))
+
+    def call(self, to: str, data: str, block: str = "latest") -> bytes:
+        """eth_call from this account; a revert raises its decoded ContractRevert."""
+        try:
+            result = self.rpc.call("eth_call", [{"from": self.address, "to": to, "data": data}, block])
+        except RpcError as exc:
+            raise self._as_revert(exc) from None
+        return bytes.fromhex(str(result)[2:])
+
+    def _as_revert(self, exc: RpcError) -> Exception:
+        data = revert_data(exc.data)
+        if data is None:
+            if "revert" in str(exc).lower():
+                return ContractRevert("Unknown", {"reason": str(exc)})
+            return exc
+        return self.errors.decode(data)
+
+    def _replay_failure(self, tx_hash: str, receipt: Receipt) -> ContractRevert | TransactionError:
+        """Re-run a failed transaction on its parent block's state to read the revert data."""
+        tx = self.rpc.call("eth_getTransactionByHash", [tx_hash])
+        call = {k: tx[k] for k in ("from", "to", "data", "value", "gas") if tx.get(k) is not None}
+        if "data" not in call and tx.get("input"):
+            call["data"] = tx["input"]
+        try:
+            self.rpc.call("eth_call", [call, hex(receipt.block_number - 1)])
+        except RpcError as exc:
+            found = self._as_revert(exc)
+            if isinstance(found, ContractRevert):
+                return ContractRevert(found.name, found.args_by_name, found.data, tx_hash)
+        if receipt.gas_used >= int(tx["gas"], 16):
+            return TransactionError(f"{tx_hash} ran out of gas ({receipt.gas_used} used)")
+        return ContractRevert("Unknown", {"reason": "reverted; replay did not reproduce it"}, b"", tx_hash)
