@@ -144,12 +144,6 @@ class Config(_Strict):
     dev_accounts: dict[str, int] = {}
     deployment: DeploymentSettings = DeploymentSettings()
 
-    @model_validator(mode="after")
-    def _default_exists(self) -> Config:
-        if self.default_network not in self.networks:
-            raise ValueError(f"networks.default {self.default_network!r} is not a network here")
-        return self
-
     @property
     def root(self) -> Path:
         return self.path.parent
@@ -203,9 +197,15 @@ def load_config(path: Path | str | None = None) -> Config:
     data["default_network"] = default
     data["path"] = file.resolve()
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, file, lines)) from None
+    if config.default_network not in config.networks:
+        raise ConfigError(
+            f"{file}:{_line(lines, ('networks', 'default'))}: networks.default: "
+            f"{config.default_network!r} is not a network in this file"
+        )
+    return config
 
 
 def _expand(value: Any, env: dict[str, str], file: Path, lines: dict, path: tuple) -> Any:
@@ -259,8 +259,6 @@ def _describe(exc: ValidationError, file: Path, lines: dict[tuple, int]) -> str:
     problems = []
     for err in exc.errors():
         loc = tuple(err["loc"])
-        if loc[:1] == ("default_network",):
-            loc = ("networks", "default")
         key = ".".join(str(p) for p in loc) or "(top level)"
         problems.append(f"{file}:{_line(lines, loc)}: {key}: {err['msg']}")
     return "invalid configuration:\n  " + "\n  ".join(problems)

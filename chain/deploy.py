@@ -49,7 +49,7 @@ def masked_runtime(code_hex: str, artifact: Artifact) -> bytes:
 def deploy_project(session: ChainSession, deployer: str = "deployer") -> DeployReport:
     config = session.config
     spec = config.deployment
-    file = config.root / "deployments" / f"{session.chain_id}.json"
+    file = session.deployments_dir / f"{session.chain_id}.json"
     record: dict[str, Any] = {"chain_id": session.chain_id, "network": session.network_name, "contracts": {}}
     if file.is_file():
         record = json.loads(file.read_text())
@@ -130,8 +130,8 @@ def deploy_project(session: ChainSession, deployer: str = "deployer") -> DeployR
     return DeployReport(file, deployed, reused, granted, addresses)
 
 
-def load_deployment(root: Path, chain_id: int) -> dict[str, Any]:
-    file = root / "deployments" / f"{chain_id}.json"
+def load_deployment(folder: Path, chain_id: int) -> dict[str, Any]:
+    file = folder / f"{chain_id}.json"
     if not file.is_file():
         raise DeploymentError(f"nothing deployed on chain {chain_id}: run `deedchain deploy`")
     data: dict[str, Any] = json.loads(file.read_text())

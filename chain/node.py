@@ -22,6 +22,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def rpc_answers(url: str, timeout: float = 1.0) -> int | None:
     """The chain id the endpoint reports, or None when it does not answer (yet)."""
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}).encode()
@@ -119,6 +128,8 @@ class EmbeddedNode:
         if self.process is not None:
             return self
         fixed_port = self.port != 0
+        if fixed_port and not port_is_free(self.port):
+            raise NodeError(f"port {self.port} on 127.0.0.1 is in use; set cmd_settings.port: 0")
         for _attempt in range(3):
             if not fixed_port:
                 self.port = free_port()

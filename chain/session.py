@@ -29,8 +29,10 @@ class ChainSession:
         rpc: Rpc,
         node: EmbeddedNode | None = None,
         artifacts: dict[str, Artifact] | None = None,
+        deployments_dir: Path | None = None,
     ) -> None:
         self.config = config
+        self.deployments_dir = deployments_dir or config.root / "deployments"
         self.network_name = network_name
         self.network = config.networks[network_name]
         self.node = node
@@ -57,6 +59,7 @@ class ChainSession:
         *,
         state: Path | None = None,
         persist: bool = True,
+        deployments_dir: Path | None = None,
     ) -> ChainSession:
         cfg = config if isinstance(config, Config) else load_config(config)
         name, settings = cfg.network(network)
@@ -68,7 +71,7 @@ class ChainSession:
         else:
             urls = [settings.host, *settings.fallback_hosts]
         try:
-            return cls(cfg, name, Rpc(urls, timeout=settings.timeout), node, artifacts)
+            return cls(cfg, name, Rpc(urls, timeout=settings.timeout), node, artifacts, deployments_dir)
         except BaseException:
             if node:
                 node.stop()
@@ -97,7 +100,7 @@ class ChainSession:
     def contract(self, name: str, address: str | None = None) -> Contract:
         """A contract by name, at `address` or at its recorded deployment on this chain."""
         if address is None:
-            address = load_deployment(self.config.root, self.chain_id)["contracts"][name]["address"]
+            address = load_deployment(self.deployments_dir, self.chain_id)["contracts"][name]["address"]
         return Contract(name, address, self.abi(name), self.rpc, self.errors)
 
     def sender(self, name: str) -> Sender:

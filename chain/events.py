@@ -1,0 +1,206 @@
+"""A reorg-safe event stream over eth_getLogs.
+
+Polls bounded block ranges up to head - confirmations, decodes logs with the ABIs given,
+remembers the hashes of recent blocks, and when one of them changes (a reorg) rewinds to the
+last block still on the canonical chain. Nothing relies on node-side filters, so a node
+restart or a failover to another endpoint loses nothing. The cursor is plain JSON: persist it
+(with `SqliteCursorStore`, or in the consumer's own DB transaction) and resume from it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chain.abi import ContractABI
+from chain.errors import ReorgTooDeep
+from chain.rpc import Rpc
+
+KEEP_HASHES = 128  # deeper reorgs than this raise ReorgTooDeep instead of passing silently
+
+
+@dataclass(frozen=True)
+class EventId:
+    block_hash: str
+    tx_hash: str
+    log_index: int
+
+    def key(self) -> str:
+        return f"{self.block_hash}:{self.tx_hash}:{self.log_index}"
+
+
+@dataclass(frozen=True)
+class ChainEvent:
+    id: EventId
+    block_number: int
+    contract: str
+    address: str
+    event: str
+    args: dict[str, Any]
+
+
+@dataclass
+class Cursor:
+    """The next block to read and the hashes of recently read blocks (for reorg checks)."""
+
+    next_block: int
+    hashes: dict[int, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps({"next_block": self.next_block, "hashes": self.hashes})
+
+    @classmethod
+    def from_json(cls, text: str) -> Cursor:
+        data = json.loads(text)
+        return cls(int(data["next_block"]), {int(k): v for k, v in data["hashes"].items()})
+
+
+@dataclass(frozen=True)
+class Batch:
+    events: list[ChainEvent]
+    cursor: Cursor  # the position after this batch: persist it with the batch's effects
+    rewound_to: int | None = None  # set on a reorg: blocks after this one were dropped
+    safe_head: int = 0  # the newest block with enough confirmations at this poll
+
+    @property
+    def caught_up(self) -> bool:
+        return self.rewound_to is None and self.cursor.next_block > self.safe_head
+
+
+class EventStream:
+    def __init__(
+        self,
+        rpc: Rpc,
+        contracts: dict[str, tuple[str, ContractABI]],
+        *,
+        start_block: int = 0,
+        cursor: Cursor | None = None,
+        confirmations: int = 0,
+        block_range: int = 2000,
+        poll_interval: float = 0.2,
+    ) -> None:
+        self.rpc = rpc
+        self.contracts = {addr.lower(): named for addr, named in contracts.items()}
+        self.cursor = cursor or Cursor(start_block)
+        self.confirmations = confirmations
+        self.block_range = block_range
+        self.poll_interval = poll_interval
+
+    def _block_hashes(self, numbers: list[int]) -> dict[int, str]:
+        answers = self.rpc.batch([("eth_getBlockByNumber", [hex(n), False]) for n in numbers])
+        out: dict[int, str] = {}
+        for number, block in zip(numbers, answers, strict=True):
+            if isinstance(block, dict):
+                out[number] = block["hash"]
+            elif isinstance(block, Exception):
+                raise block
+        return out
+
+    def _check_reorg(self) -> int | None:
+        """The block to rewind to if a recorded block left the canonical chain, else None."""
+        if not self.cursor.hashes:
+            return None
+        recorded = sorted(self.cursor.hashes, reverse=True)
+        newest = recorded[0]
+        if self._block_hashes([newest]).get(newest) == self.cursor.hashes[newest]:
+            return None
+        canonical = self._block_hashes(recorded)
+        for number in recorded:
+            if canonical.get(number) == self.cursor.hashes[number]:
+                return number
+        raise ReorgTooDeep(
+            f"all {len(recorded)} recorded blocks (from {recorded[-1]}) were replaced; "
+            "replay from an older block"
+        )
+
+    def poll(self) -> Batch:
+        """Read the next bounded range of confirmed blocks (possibly empty)."""
+        ancestor = self._check_reorg()
+        if ancestor is not None:
+            self.cursor = Cursor(
+                ancestor + 1, {n: h for n, h in self.cursor.hashes.items() if n <= ancestor}
+            )
+            return Batch([], Cursor(self.cursor.next_block, dict(self.cursor.hashes)), ancestor)
+        head = int(self.rpc.call("eth_blockNumber"), 16)
+        safe = head - self.confirmations
+        start = self.cursor.next_block
+        if start > safe:
+            return Batch([], Cursor(start, dict(self.cursor.hashes)), safe_head=safe)
+        end = min(safe, start + self.block_range - 1)
+        logs = self.rpc.call(
+            "eth_getLogs",
+            [{"fromBlock": hex(start), "toBlock": hex(end), "address": list(self.contracts)}],
+        )
+        blocks = sorted({int(log["blockNumber"], 16) for log in logs} | {end})
+        canonical = self._block_hashes(blocks)
+        for log in logs:
+            if canonical.get(int(log["blockNumber"], 16)) != log["blockHash"] or log.get("removed"):
+                # the chain moved under this read: drop it and read again next poll
+                return Batch([], Cursor(start, dict(self.cursor.hashes)), safe_head=safe)
+        events = []
+        for log in logs:
+            named = self.contracts.get(log["address"].lower())
+            if named is None:
+                continue
+            decoded = named[1].decode_log(log)
+            if decoded is None:
+                continue
+            events.append(
+                ChainEvent(
+                    id=EventId(decoded.block_hash, decoded.tx_hash, decoded.log_index),
+                    block_number=decoded.block_number,
+                    contract=named[0],
+                    address=decoded.address,
+                    event=decoded.event,
+                    args=decoded.args,
+                )
+            )
+        hashes = {**self.cursor.hashes, **canonical}
+        for number in sorted(hashes)[:-KEEP_HASHES]:
+            del hashes[number]
+        self.cursor = Cursor(end + 1, hashes)
+        return Batch(events, Cursor(end + 1, dict(hashes)), safe_head=safe)
+
+    def follow(self, stop: threading.Event | None = None) -> Iterator[Batch]:
+        """Poll forever (until `stop` is set), sleeping only when caught up."""
+        while stop is None or not stop.is_set():
+            batch = self.poll()
+            yield batch
+            if not batch.events and batch.caught_up:
+                if stop is not None:
+                    stop.wait(self.poll_interval)
+                else:
+                    time.sleep(self.poll_interval)
+
+
+class SqliteCursorStore:
+    """Cursors by stream name in a SQLite file; each save is one committed transaction."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS cursors (stream TEXT PRIMARY KEY, cursor TEXT NOT NULL)")
+        self._lock = threading.Lock()
+
+    def load(self, stream: str) -> Cursor | None:
+        with self._lock:
+            row = self._db.execute("SELECT cursor FROM cursors WHERE stream = ?", (stream,)).fetchone()
+        return Cursor.from_json(row[0]) if row else None
+
+    def save(self, stream: str, cursor: Cursor) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO cursors (stream, cursor) VALUES (?, ?) "
+                "ON CONFLICT(stream) DO UPDATE SET cursor = excluded.cursor",
+                (stream, cursor.to_json()),
+            )
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,115 @@
+"""The `deedchain` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from chain.errors import ChainError
+
+
+def _cmd_compile(args: argparse.Namespace) -> int:
+    from chain.compiler import compile_project
+    from chain.config import load_config
+
+    started = time.perf_counter()
+    result = compile_project(load_config(args.config), force=args.force)
+    seconds = time.perf_counter() - started
+    how = "cached" if result.cached else "compiled"
+    print(f"{how} {len(result.artifacts)} contracts with solc {result.compiler} in {seconds:.2f}s")
+    for name, art in sorted(result.artifacts.items()):
+        print(f"  {name:24} {len(art.deployed_bytecode) // 2:6} bytes  {art.source}")
+    return 0
+
+
+def _cmd_node(args: argparse.Namespace) -> int:
+    from chain.config import load_config
+    from chain.node import EmbeddedNode
+
+    config = load_config(args.config)
+    name, network = config.network(args.network)
+    node = EmbeddedNode(config, network, name=name).start()
+    print(f"{network.cmd} for network {name!r} on {node.url}; state in {node.state}. Ctrl-C stops it.")
+    try:
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        node.stop()
+        print("stopped; state saved")
+    return 0
+
+
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    from chain.deploy import deploy_project
+    from chain.session import ChainSession
+
+    with ChainSession.open(args.network, args.config) as session:
+        report = deploy_project(session)
+        for name, address in report.addresses.items():
+            how = "reused" if name in report.reused else "deployed"
+            print(f"{name:24} {address}  ({how})")
+        for contract, role, who in report.granted:
+            print(f"granted {role} on {contract} to {who}")
+        print(f"recorded in {report.file}")
+    return 0
+
+
+def _cmd_accounts(args: argparse.Namespace) -> int:
+    from chain.accounts import load_signers
+    from chain.config import load_config
+
+    config = load_config(args.config)
+    name, _ = config.network(args.network)
+    for signer in load_signers(config, name).values():
+        print(f"{signer.name:12} {signer.address}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from scripts.demo import run_demo
+
+    return run_demo(args.network, args.config, as_json=args.json)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deedchain", description=__doc__)
+    parser.add_argument("--config", type=Path, default=None, help="brownie-config.yaml to use")
+    parser.add_argument(
+        "--network", default=None, help="network from brownie-config.yaml (default: $DEEDCHAIN_NETWORK or networks.default)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    commands: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
+        "compile": (_cmd_compile, "compile contracts/ (cached under build/)"),
+        "node": (_cmd_node, "run the embedded node in the foreground"),
+        "deploy": (_cmd_deploy, "deploy the contracts and grant roles (idempotent)"),
+        "accounts": (_cmd_accounts, "list the network's named accounts (addresses only)"),
+        "demo": (_cmd_demo, "run a demonstration on the embedded chain"),
+    }
+    for name, (func, help_text) in commands.items():
+        p = sub.add_parser(name, help=help_text)
+        p.set_defaults(func=func)
+        if name == "compile":
+            p.add_argument("--force", action="store_true", help="ignore the cache")
+        if name == "demo":
+            p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ChainError as exc:
+        print(f"deedchain: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

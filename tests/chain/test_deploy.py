@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chain.config import load_config
+from chain.deploy import deploy_project, role_id
+from chain.errors import DeploymentError
+from chain.session import ChainSession
+
+
+def test_deploy_records_and_grants(chain, deployed):
+    record = json.loads((chain.deployments_dir / f"{chain.chain_id}.json").read_text())
+    entry = record["contracts"]["DepositToken"]
+    assert entry["address"] == deployed["DepositToken"]
+    assert entry["artifact_hash"] == chain.artifacts["DepositToken"].artifact_hash
+    assert entry["block"] >= 1
+    token = chain.contract("DepositToken")
+    for name in ("bank", "lender"):
+        assert token.call("hasRole", role_id("BANK_ROLE"), chain.signers[name].address)
+    assert not token.call("hasRole", role_id("BANK_ROLE"), chain.signers["buyer"].address)
+    assert token.call("hasRole", role_id("DEFAULT_ADMIN_ROLE"), chain.signers["deployer"].address)
+    assert token.call("decimals") == 0
+
+
+def test_second_run_reuses(chain, deployed):
+    report = deploy_project(chain)
+    assert report.reused == ["DepositToken"] and not report.deployed and not report.granted
+    assert report.addresses == deployed
+
+
+def test_code_mismatch_redeploys(chain, deployed):
+    file = chain.deployments_dir / f"{chain.chain_id}.json"
+    record = json.loads(file.read_text())
+    record["contracts"]["DepositToken"]["address"] = chain.signers["buyer"].address  # no code there
+    file.write_text(json.dumps(record))
+    try:
+        report = deploy_project(chain)
+        assert report.deployed == ["DepositToken"]
+        assert report.addresses["DepositToken"] != deployed["DepositToken"]
+    finally:
+        record["contracts"]["DepositToken"]["address"] = deployed["DepositToken"]
+        file.write_text(json.dumps(record))
+
+
+def test_unknown_role_holder(project_copy, tmp_path):
+    path = project_copy / "brownie-config.yaml"
+    path.write_text(path.read_text().replace("BANK_ROLE: [bank, lender]", "BANK_ROLE: [nobody]"))
+    cfg = load_config(path)
+    with ChainSession.open("development", cfg, persist=False, deployments_dir=tmp_path) as session:
+        with pytest.raises(DeploymentError, match=r"roles.DepositToken.BANK_ROLE: unknown 'nobody'"):
+            deploy_project(session)

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import pytest
+
+from chain.deploy import deploy_project
+from chain.errors import NodeError
+from chain.node import EmbeddedNode, rpc_answers
+from chain.session import ChainSession
+from tests.conftest import NETWORK_FOR
+
+
+@pytest.mark.parametrize("kind", ["anvil", "ganache"])
+def test_restart_keeps_state(config, tmp_path, kind, node_kind):
+    if node_kind == "docker-ganache":
+        pytest.skip("the docker run tests the container, not the embedded node")
+    network = NETWORK_FOR[kind]
+    state = tmp_path / ("state.json" if kind == "anvil" else "db")
+    with ChainSession.open(network, config, state=state, deployments_dir=tmp_path) as first:
+        token_address = deploy_project(first).addresses["DepositToken"]
+        token = first.contract("DepositToken", token_address)
+        buyer = first.signers["buyer"].address
+        token.transact(first.sender("bank"), "mint", buyer, 123_456)
+        height = int(first.rpc.call("eth_blockNumber"), 16)
+        first_url = first.node.url
+    assert rpc_answers(first_url, timeout=0.3) is None  # really stopped
+
+    with ChainSession.open(network, config, state=state, deployments_dir=tmp_path) as second:
+        assert int(second.rpc.call("eth_blockNumber"), 16) >= height
+        token = second.contract("DepositToken", token_address)
+        assert token.call("balanceOf", buyer) == 123_456
+        report = deploy_project(second)
+        assert report.reused == ["DepositToken"] and report.deployed == []
+        # the sender picks up the nonce from the node after a restart
+        token.transact(second.sender("bank"), "mint", buyer, 1)
+        assert token.call("balanceOf", buyer) == 123_457
+
+
+def test_two_nodes_get_distinct_free_ports(config):
+    network = config.networks["development"]
+    with EmbeddedNode(config, network, persist=False) as a, EmbeddedNode(config, network, persist=False) as b:
+        assert a.port != b.port
+        assert rpc_answers(a.url) == rpc_answers(b.url) == 31337
+
+
+def test_a_port_in_use_is_a_clear_error(config):
+    network = config.networks["development"]
+    with EmbeddedNode(config, network, persist=False) as a:
+        clash = EmbeddedNode(config, network, persist=False, port=a.port)
+        with pytest.raises(NodeError, match="is in use"):
+            clash.start(timeout=10)
+
+
+def test_network_without_cmd_is_not_embedded(config):
+    with pytest.raises(NodeError, match="not an embedded node"):
+        EmbeddedNode(config, config.networks["live"], name="live")
