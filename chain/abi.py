@@ -24,7 +24,7 @@ def _normalise(kind: str, value: Any) -> Any:
 
 
 def _pythonise(types: list[str], values: tuple[Any, ...]) -> list[Any]:
-    out = []
+    out: list[Any] = []
     for kind, value in zip(types, values, strict=True):
         if kind == "address":
             out.append(to_checksum_address(value))
@@ -83,7 +83,9 @@ class ContractABI:
                     inputs=inputs,
                     outputs=[_canonical(p) for p in item.get("outputs", [])],
                     output_names=[p.get("name") or "" for p in item.get("outputs", [])],
-                    selector=function_signature_to_4byte_selector(f"{item['name']}({','.join(inputs)})"),
+                    selector=function_signature_to_4byte_selector(
+                        f"{item['name']}({','.join(inputs)})"
+                    ),
                     mutability=item.get("stateMutability", "nonpayable"),
                 )
                 self.functions.setdefault(fn.name, []).append(fn)
@@ -93,8 +95,16 @@ class ContractABI:
                 ev = Event(
                     name=item["name"],
                     topic=topic,
-                    indexed=[(p["name"], t) for p, t in zip(item["inputs"], types, strict=True) if p["indexed"]],
-                    plain=[(p["name"], t) for p, t in zip(item["inputs"], types, strict=True) if not p["indexed"]],
+                    indexed=[
+                        (p["name"], t)
+                        for p, t in zip(item["inputs"], types, strict=True)
+                        if p["indexed"]
+                    ],
+                    plain=[
+                        (p["name"], t)
+                        for p, t in zip(item["inputs"], types, strict=True)
+                        if not p["indexed"]
+                    ],
                     order=[p["name"] for p in item["inputs"]],
                 )
                 self.events[topic] = ev
@@ -112,7 +122,9 @@ class ContractABI:
         try:
             return "0x" + (fn.selector + encode(fn.inputs, values)).hex()
         except Exception as exc:  # noqa: BLE001 - eth_abi raises many types for bad values
-            raise AbiError(f"{name}{tuple(args)!r} does not fit ({', '.join(fn.inputs)}): {exc}") from None
+            raise AbiError(
+                f"{name}{tuple(args)!r} does not fit ({', '.join(fn.inputs)}): {exc}"
+            ) from None
 
     def decode_output(self, name: str, nargs: int, data: bytes) -> Any:
         fn = self.function(name, nargs)

@@ -7,6 +7,7 @@ hash of every source file used (imports included), the settings and the compiler
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -81,10 +82,9 @@ def find_compiler(config: Config) -> Compiler:
     candidates: list[Path] = []
     if native := shutil.which("solc"):
         candidates.append(Path(native))
-    try:
-        candidates += [solcx.get_executable(v) for v in solcx.get_installed_solc_versions()]
-    except Exception:  # noqa: BLE001 - py-solc-x's install folder may not exist at all
-        pass
+    # py-solc-x's own install folder may not exist at all: that just means none installed
+    with contextlib.suppress(Exception):
+        candidates += [solcx.install.get_executable(v) for v in solcx.get_installed_solc_versions()]
     for binary in candidates:
         try:
             version = str(solcx.wrapper.get_solc_version(binary, with_commit_hash=True))
@@ -143,11 +143,13 @@ def compile_project(config: Config, force: bool = False) -> CompileResult:
         used = set(manifest["files"]) | set(std_input["sources"])
         key = _cache_key(config.root, sorted(used), settings_key)
         if key == manifest["key"]:
-            artifacts = {
-                name: Artifact.from_json(json.loads((build / "contracts" / f"{name}.json").read_text()))
+            cached = {
+                name: Artifact.from_json(
+                    json.loads((build / "contracts" / f"{name}.json").read_text())
+                )
                 for name in manifest["contracts"]
             }
-            return CompileResult(artifacts, True, manifest["compiler"], key)
+            return CompileResult(cached, True, manifest["compiler"], key)
 
     output = _run(config, compiler, std_input)
     version = output.get("compilerVersion") or compiler.identity.split(":", 1)[1]
@@ -159,7 +161,9 @@ def compile_project(config: Config, force: bool = False) -> CompileResult:
             continue  # libraries such as OpenZeppelin are compiled in, not deployed
         for name, out in contracts.items():
             if name in artifacts:
-                raise CompilerError(f"two contracts named {name}: {artifacts[name].source} and {source}")
+                raise CompilerError(
+                    f"two contracts named {name}: {artifacts[name].source} and {source}"
+                )
             bytecode = out["evm"]["bytecode"]["object"]
             artifacts[name] = Artifact(
                 name=name,
@@ -233,9 +237,11 @@ def _format_errors(root: Path, errors: list[dict[str, Any]]) -> str:
         loc = err.get("sourceLocation")
         if loc and loc.get("file"):
             try:
-                text = (root / loc["file"]).read_text(encoding="utf-8")
-                before = text.encode("utf-8")[: max(loc.get("start", 0), 0)].decode("utf-8", "replace")
-                where = f"{loc['file']}:{before.count(chr(10)) + 1}:{len(before.rsplit(chr(10), 1)[-1]) + 1}: "
+                text = (root / loc["file"]).read_bytes()
+                before = text[: max(loc.get("start", 0), 0)].decode("utf-8", "replace")
+                line = before.count("\n") + 1
+                column = len(before.rsplit("\n", 1)[-1]) + 1
+                where = f"{loc['file']}:{line}:{column}: "
             except OSError:
                 where = f"{loc['file']}: "
         lines.append(f"{where}{err.get('type', 'Error')}: {err.get('message', '').strip()}")

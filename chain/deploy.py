@@ -50,7 +50,11 @@ def deploy_project(session: ChainSession, deployer: str = "deployer") -> DeployR
     config = session.config
     spec = config.deployment
     file = session.deployments_dir / f"{session.chain_id}.json"
-    record: dict[str, Any] = {"chain_id": session.chain_id, "network": session.network_name, "contracts": {}}
+    record: dict[str, Any] = {
+        "chain_id": session.chain_id,
+        "network": session.network_name,
+        "contracts": {},
+    }
     if file.is_file():
         record = json.loads(file.read_text())
     sender = session.sender(deployer)
@@ -60,7 +64,7 @@ def deploy_project(session: ChainSession, deployer: str = "deployer") -> DeployR
 
     def resolve(arg: Any, where: str) -> Any:
         if isinstance(arg, dict):
-            (kind, name), = arg.items()
+            ((kind, name),) = arg.items()
             if kind == "account":
                 if name not in session.signers:
                     raise DeploymentError(f"{where}: unknown account {name!r}")
@@ -84,10 +88,14 @@ def deploy_project(session: ChainSession, deployer: str = "deployer") -> DeployR
                 addresses[item.name] = old["address"]
                 reused.append(item.name)
                 continue
-        ctor = next((x for x in artifact.abi if x["type"] == "constructor"), {"inputs": []})
+        ctor: dict[str, Any] = next(
+            (x for x in artifact.abi if x["type"] == "constructor"), {"inputs": []}
+        )
         types = [p["type"] for p in ctor["inputs"]]
         if len(types) != len(args):
-            raise DeploymentError(f"{item.name} takes {len(types)} constructor arguments, config gives {len(args)}")
+            raise DeploymentError(
+                f"{item.name} takes {len(types)} constructor arguments, config gives {len(args)}"
+            )
         data = "0x" + artifact.bytecode + encode(types, args).hex()
         receipt = sender.transact(None, data)
         if not receipt.contract_address:
@@ -115,14 +123,19 @@ def deploy_project(session: ChainSession, deployer: str = "deployer") -> DeployR
                 elif holder in session.signers:
                     who = session.signers[holder].address
                 else:
-                    raise DeploymentError(f"deployment.roles.{contract_name}.{role}: unknown {holder!r}")
+                    raise DeploymentError(
+                        f"deployment.roles.{contract_name}.{role}: unknown {holder!r}"
+                    )
                 if not contract.call("hasRole", role_id(role), who):
                     contract.transact(sender, "grantRole", role_id(role), who)
                     granted.append((contract_name, role, who))
 
     record["contracts"] = {k: v for k, v in record["contracts"].items() if k in addresses}
     record["roles"] = {
-        c: {r: [addresses.get(h) or session.signers[h].address for h in hs] for r, hs in roles.items()}
+        c: {
+            r: [addresses.get(h) or session.signers[h].address for h in hs]
+            for r, hs in roles.items()
+        }
         for c, roles in spec.roles.items()
     }
     file.parent.mkdir(parents=True, exist_ok=True)

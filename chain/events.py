@@ -186,12 +186,16 @@ class SqliteCursorStore:
         self.path = str(path)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS cursors (stream TEXT PRIMARY KEY, cursor TEXT NOT NULL)")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS cursors (stream TEXT PRIMARY KEY, cursor TEXT NOT NULL)"
+        )
         self._lock = threading.Lock()
 
     def load(self, stream: str) -> Cursor | None:
         with self._lock:
-            row = self._db.execute("SELECT cursor FROM cursors WHERE stream = ?", (stream,)).fetchone()
+            row = self._db.execute(
+                "SELECT cursor FROM cursors WHERE stream = ?", (stream,)
+            ).fetchone()
         return Cursor.from_json(row[0]) if row else None
 
     def save(self, stream: str, cursor: Cursor) -> None:

@@ -35,7 +35,11 @@ class ErrorDecoder:
         self._errors: dict[bytes, tuple[str, list[str], list[str]]] = {}
         self.add(
             [
-                {"type": "error", "name": "Error", "inputs": [{"name": "message", "type": "string"}]},
+                {
+                    "type": "error",
+                    "name": "Error",
+                    "inputs": [{"name": "message", "type": "string"}],
+                },
                 {"type": "error", "name": "Panic", "inputs": [{"name": "code", "type": "uint256"}]},
             ]
         )

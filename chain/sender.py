@@ -128,7 +128,9 @@ class Sender:
         for _attempt in range(3):
             with self._lock:
                 if self._nonce is None:
-                    self._nonce = int(self.rpc.call("eth_getTransactionCount", [self.address, "pending"]), 16)
+                    self._nonce = int(
+                        self.rpc.call("eth_getTransactionCount", [self.address, "pending"]), 16
+                    )
                 tx["nonce"] = self._nonce
                 signed = self.account.sign_transaction(tx)
                 raw = "0x" + signed.raw_transaction.hex()
@@ -149,7 +151,9 @@ class Sender:
                         raise TransactionError(f"node refused the transaction: {exc}") from None
                 self._nonce += 1
                 return tx_hash
-        raise TransactionError(f"nonce for {self.address} kept colliding; is another process sending?")
+        raise TransactionError(
+            f"nonce for {self.address} kept colliding; is another process sending?"
+        )
 
     def wait(self, tx_hash: str, timeout: float | None = None) -> Receipt:
         """The receipt, once mined; a failed transaction raises its decoded ContractRevert."""
@@ -163,17 +167,23 @@ class Sender:
                     raise self._replay_failure(tx_hash, receipt)
                 return receipt
             if time.monotonic() >= deadline:
-                raise TransactionTimeout(f"no receipt for {tx_hash} after {timeout or self.timeout:.0f}s")
+                raise TransactionTimeout(
+                    f"no receipt for {tx_hash} after {timeout or self.timeout:.0f}s"
+                )
             time.sleep(delay)
             delay = min(delay * 2, self.poll_interval)
 
-    def transact(self, to: str | None, data: str, *, value: int = 0, gas: int | None = None) -> Receipt:
+    def transact(
+        self, to: str | None, data: str, *, value: int = 0, gas: int | None = None
+    ) -> Receipt:
         return self.wait(self.send(to, data, value=value, gas=gas))
 
     def call(self, to: str, data: str, block: str = "latest") -> bytes:
         """eth_call from this account; a revert raises its decoded ContractRevert."""
         try:
-            result = self.rpc.call("eth_call", [{"from": self.address, "to": to, "data": data}, block])
+            result = self.rpc.call(
+                "eth_call", [{"from": self.address, "to": to, "data": data}, block]
+            )
         except RpcError as exc:
             raise self._as_revert(exc) from None
         return bytes.fromhex(str(result)[2:])
@@ -200,4 +210,6 @@ class Sender:
                 return ContractRevert(found.name, found.args_by_name, found.data, tx_hash)
         if receipt.gas_used >= int(tx["gas"], 16):
             return TransactionError(f"{tx_hash} ran out of gas ({receipt.gas_used} used)")
-        return ContractRevert("Unknown", {"reason": "reverted; replay did not reproduce it"}, b"", tx_hash)
+        return ContractRevert(
+            "Unknown", {"reason": "reverted; replay did not reproduce it"}, b"", tx_hash
+        )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import time
@@ -34,7 +33,9 @@ def _cmd_node(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     name, network = config.network(args.network)
     node = EmbeddedNode(config, network, name=name).start()
-    print(f"{network.cmd} for network {name!r} on {node.url}; state in {node.state}. Ctrl-C stops it.")
+    print(
+        f"{network.cmd} for network {name!r} on {node.url}; state in {node.state}. Ctrl-C stops it."
+    )
     try:
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
     finally:
@@ -79,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deedchain", description=__doc__)
     parser.add_argument("--config", type=Path, default=None, help="brownie-config.yaml to use")
     parser.add_argument(
-        "--network", default=None, help="network from brownie-config.yaml (default: $DEEDCHAIN_NETWORK or networks.default)"
+        "--network",
+        default=None,
+        help="network from brownie-config.yaml (default: $DEEDCHAIN_NETWORK or networks.default)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     commands: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
@@ -95,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "compile":
             p.add_argument("--force", action="store_true", help="ignore the cache")
         if name == "demo":
-            p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+            p.add_argument(
+                "--json", action="store_true", help="print one JSON object as the last line"
+            )
     return parser
 
 

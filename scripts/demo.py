@@ -34,8 +34,16 @@ def run_demo(network: str | None, config: Path | None, *, as_json: bool = False)
 
         def step(label: str, signer: str, fn: str, *args: Any) -> None:
             receipt = token.transact(session.sender(signer), fn, *args)
-            steps.append({"step": label, "tx": receipt.tx_hash, "block": receipt.block_number, "gas": receipt.gas_used})
-            say(f"  {label:44} block {receipt.block_number:5}  gas {receipt.gas_used:7}  {receipt.tx_hash}")
+            steps.append(
+                {
+                    "step": label,
+                    "tx": receipt.tx_hash,
+                    "block": receipt.block_number,
+                    "gas": receipt.gas_used,
+                }
+            )
+            block, gas = receipt.block_number, receipt.gas_used
+            say(f"  {label:44} block {block:5}  gas {gas:7}  {receipt.tx_hash}")
 
         seller_before = token.call("balanceOf", seller)
         step("bank issues 50,000,000 KRW to the buyer", "bank", "mint", buyer, 50_000_000)

@@ -20,11 +20,17 @@ from chain.rpc import Rpc
 from chain.session import ChainSession
 
 ROOT = Path(__file__).resolve().parent.parent
-NETWORK_FOR = {"anvil": "development", "ganache": "development-ganache", "docker-ganache": "development-ganache"}
+NETWORK_FOR = {
+    "anvil": "development",
+    "ganache": "development-ganache",
+    "docker-ganache": "development-ganache",
+}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--node", default="anvil", choices=sorted(NETWORK_FOR), help="node to test against")
+    parser.addoption(
+        "--node", default="anvil", choices=sorted(NETWORK_FOR), help="node to test against"
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -44,7 +50,10 @@ def config() -> Config:
 
 @pytest.fixture(scope="session")
 def chain(
-    request: pytest.FixtureRequest, config: Config, node_kind: str, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    config: Config,
+    node_kind: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ChainSession]:
     """A throwaway chain: nothing is read from or written to the project's own state."""
     network = NETWORK_FOR[node_kind]

@@ -78,7 +78,9 @@ def test_unknown_key_is_rejected(tmp_path):
 def test_missing_variable_without_default(tmp_path, monkeypatch):
     monkeypatch.delenv("DC_NOT_SET", raising=False)
     path = write(tmp_path, BASE.format(port="${DC_NOT_SET}"))
-    with pytest.raises(ConfigError, match=r":12: networks.development.cmd_settings.port: variable \$\{DC_NOT_SET\}"):
+    with pytest.raises(
+        ConfigError, match=r":12: networks.development.cmd_settings.port: variable \$\{DC_NOT_SET\}"
+    ):
         load_config(path)
 
 
@@ -90,11 +92,13 @@ def test_bad_yaml_and_missing_file(tmp_path):
 
 
 def test_bad_remapping_and_url(tmp_path):
-    text = BASE.format(port=0).replace("version: 0.8.28", "version: 0.8.28\n    remappings: ['nope']")
-    with pytest.raises(ConfigError, match="compiler.solc.remappings: .*prefix=path"):
+    text = BASE.format(port=0).replace(
+        "version: 0.8.28", "version: 0.8.28\n    remappings: ['nope']"
+    )
+    with pytest.raises(ConfigError, match=r"compiler\.solc\.remappings: .*prefix=path"):
         load_config(write(tmp_path, text))
     text = BASE.format(port=0).replace("host: http://127.0.0.1\n", "host: localhost:8545\n")
-    with pytest.raises(ConfigError, match="networks.development.host: .*not an http"):
+    with pytest.raises(ConfigError, match=r"networks\.development\.host: .*not an http"):
         load_config(write(tmp_path, text))
 
 
@@ -117,5 +121,5 @@ def test_default_network_must_exist(tmp_path):
 
 def test_key_source_needs_exactly_one_kind(tmp_path):
     text = BASE.format(port=0) + "    accounts:\n      bank: {keystore: k.json}\n"
-    with pytest.raises(ConfigError, match="networks.live.accounts.bank: .*needs 'password'"):
+    with pytest.raises(ConfigError, match=r"networks\.live\.accounts\.bank: .*needs 'password'"):
         load_config(write(tmp_path, text))

@@ -48,6 +48,8 @@ def test_unknown_role_holder(project_copy, tmp_path):
     path = project_copy / "brownie-config.yaml"
     path.write_text(path.read_text().replace("BANK_ROLE: [bank, lender]", "BANK_ROLE: [nobody]"))
     cfg = load_config(path)
-    with ChainSession.open("development", cfg, persist=False, deployments_dir=tmp_path) as session:
-        with pytest.raises(DeploymentError, match=r"roles.DepositToken.BANK_ROLE: unknown 'nobody'"):
-            deploy_project(session)
+    with (
+        ChainSession.open("development", cfg, persist=False, deployments_dir=tmp_path) as session,
+        pytest.raises(DeploymentError, match=r"roles\.DepositToken\.BANK_ROLE: unknown 'nobody'"),
+    ):
+        deploy_project(session)

@@ -73,7 +73,9 @@ def test_resumes_from_persisted_cursor(chain, token, tmp_path):
 
     mint(chain, token, buyer, 2)
     reopened = SqliteCursorStore(tmp_path / "cursor.db")
-    resumed = EventStream(chain.rpc, {token.address: ("DepositToken", token.abi)}, cursor=reopened.load("token"))
+    resumed = EventStream(
+        chain.rpc, {token.address: ("DepositToken", token.abi)}, cursor=reopened.load("token")
+    )
     second = drain(resumed)
     assert [e.args["amount"] for e in first if e.event == "Issued"] == [1]
     assert [e.args["amount"] for e in second if e.event == "Issued"] == [2]
@@ -97,7 +99,12 @@ def test_reorg_rewinds_and_reincluded_event_gets_new_id(chain, token, anvil_only
 
     # Replace the last two blocks: the "2" mint comes back in a new block, the "3" is dropped.
     bank = chain.signers["bank"].address
-    replay = {"from": bank, "to": token.address, "data": token.encode("mint", buyer, 2), "gas": hex(120_000)}
+    replay = {
+        "from": bank,
+        "to": token.address,
+        "data": token.encode("mint", buyer, 2),
+        "gas": hex(120_000),
+    }
     chain.rpc.call("anvil_reorg", [2, [[replay, 0]]])
     chain.resync()
 
@@ -115,6 +122,8 @@ def test_reorg_deeper_than_memory_is_loud(chain, token, anvil_only):
     stream = stream_for(chain, token)
     mint(chain, token, Account.create().address, 1)
     drain(stream)
-    stream.cursor = Cursor(stream.cursor.next_block, {n: "0x" + "00" * 32 for n in stream.cursor.hashes})
+    stream.cursor = Cursor(
+        stream.cursor.next_block, {n: "0x" + "00" * 32 for n in stream.cursor.hashes}
+    )
     with pytest.raises(ReorgTooDeep):
         stream.poll()

@@ -37,7 +37,10 @@ def test_restart_keeps_state(config, tmp_path, kind, node_kind):
 
 def test_two_nodes_get_distinct_free_ports(config):
     network = config.networks["development"]
-    with EmbeddedNode(config, network, persist=False) as a, EmbeddedNode(config, network, persist=False) as b:
+    with (
+        EmbeddedNode(config, network, persist=False) as a,
+        EmbeddedNode(config, network, persist=False) as b,
+    ):
         assert a.port != b.port
         assert rpc_answers(a.url) == rpc_answers(b.url) == 31337
 
