@@ -1,0 +1,818 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {Nonces} from "@openzeppelin/contracts/utils/Nonces.sol";
+import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {LandRegister} from "./LandRegister.sol";
+import {LoanBook} from "./LoanBook.sol";
+
+/// @title Real-estate closing escrow (매매 계약금·중도금·잔금 에스크로)
+/// @notice A BROKER opens a deal; buyer and seller accept the full terms by EIP-712 signature; the buyer
+/// pays deposit (계약금), interim (중도금, optional) and its part of the balance (잔금) in DepositToken;
+/// the buyer's lender disburses the loan through the LoanBook; the REGISTRAR settles in one transaction
+/// (payoff + discharge of the seller's mortgages, ownership to the buyer, the lender's new mortgage).
+///
+/// State machine (terminal states: Settled, Cancelled, Defaulted, Refunded):
+/// | from                          | action                                              | to                       |
+/// |-------------------------------|-----------------------------------------------------|--------------------------|
+/// | -                             | openDeal (BROKER)                                   | Open                     |
+/// | Open                          | acceptTerms by buyer and by seller                  | Signed                   |
+/// | Signed                        | payDeposit                                          | DepositPaid (*)          |
+/// | DepositPaid (interim > 0)     | payInterim                                          | InterimPaid (*)          |
+/// | Signed..InterimPaid           | LoanBook records approval (amount > 0)              | unchanged, or LoanApproved once deposit+interim are paid |
+/// | DepositPaid/InterimPaid/LoanApproved | payBalance (buyer part) / loan disbursement  | Funded when both done    |
+/// | Funded                        | requestRegistration (buyer, seller, broker)          | RegistrationRequested    |
+/// | RegistrationRequested         | settle (REGISTRAR)                                  | Settled                  |
+/// | DepositPaid.., no performance | cancel by buyer (forfeits deposit) / seller (pays back double) | Cancelled (§565) |
+/// | Open/Signed, deposit deadline passed | declareDefault                               | Cancelled (nothing moves)|
+/// | deposit paid, a later deadline passed unfunded | declareDefault                     | Defaulted                |
+/// | any non-terminal              | refund (REGISTRAR)                                  | Refunded                 |
+/// (*) the stored state is always the furthest stage reached: "DepositPaid" = deposit paid and interim
+/// unpaid (or no interim); "InterimPaid" = interim paid; "LoanApproved" = deposit/interim paid, loan
+/// approved, not yet funded. A deal without interim goes Signed -> DepositPaid -> (LoanApproved) -> Funded.
+/// A rejected loan (approved amount 0) makes the buyer liable for the whole balance.
+///
+/// Performance has begun (ending the §565 right to cancel) once the interim, the buyer's balance part or the
+/// loan has been paid. Payments are pulled with SafeERC20 (payer approves this contract); money leaving a
+/// deal is credited to `claimable` and withdrawn with {withdraw}. Invariant: token balance of this contract
+/// = sum of {heldBy} over live deals + {totalClaimable} (ignoring tokens sent here directly).
+contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
+    using SafeERC20 for IERC20;
+
+    /// @notice Licensed brokers who open deals.
+    bytes32 public constant BROKER_ROLE = keccak256("BROKER_ROLE");
+    /// @notice The land registry, which settles or refunds deals.
+    bytes32 public constant REGISTRAR_ROLE = keccak256("REGISTRAR_ROLE");
+    /// @notice EIP-712 typehash of the terms each party signs.
+    bytes32 public constant ACCEPT_TERMS_TYPEHASH = keccak256(
+        "AcceptTerms(uint256 dealId,bytes32 parcelId,address seller,address buyer,uint256 price,uint256 deposit,uint256 interim,uint256 balance,uint64 depositDeadline,uint64 interimDeadline,uint64 balanceDeadline,uint256 loanAmount,address lender,uint256 nonce,uint64 expiry)"
+    );
+
+    /// @notice Deal state; see the contract NatSpec for the transitions.
+    enum State {
+        None,
+        Open,
+        Signed,
+        DepositPaid,
+        InterimPaid,
+        LoanApproved,
+        Funded,
+        RegistrationRequested,
+        Settled,
+        Cancelled,
+        Defaulted,
+        Refunded
+    }
+
+    /// @notice A contracting party.
+    enum Party {
+        Buyer,
+        Seller
+    }
+
+    /// @notice A payment of the deal.
+    enum Payment {
+        Deposit,
+        Interim,
+        Balance,
+        Loan
+    }
+
+    /// @notice The terms of a deal as opened by the broker and signed by both parties.
+    /// @dev price = deposit + interim + balance; interim = 0 means no interim (then interimDeadline = 0);
+    /// loanAmount = 0 means no loan (then lender = address(0)).
+    struct DealTerms {
+        bytes32 parcelId;
+        address seller;
+        address buyer;
+        uint256 price;
+        uint256 deposit;
+        uint256 interim;
+        uint256 balance;
+        uint64 depositDeadline;
+        uint64 interimDeadline;
+        uint64 balanceDeadline;
+        uint256 loanAmount;
+        address lender;
+    }
+
+    struct Deal {
+        bytes32 parcelId;
+        address seller;
+        uint96 deposit;
+        address buyer;
+        uint96 interim;
+        address lender;
+        uint96 balance;
+        uint96 loanAmount;
+        uint40 depositDeadline;
+        uint40 interimDeadline;
+        uint40 balanceDeadline;
+        State state;
+        uint8 flags;
+        address broker;
+        uint96 approvedLoan;
+    }
+
+    uint8 private constant BUYER_SIGNED = 1;
+    uint8 private constant SELLER_SIGNED = 2;
+    uint8 private constant DEPOSIT_PAID = 4;
+    uint8 private constant INTERIM_PAID = 8;
+    uint8 private constant BALANCE_PAID = 16;
+    uint8 private constant LOAN_DECIDED = 32;
+    uint8 private constant LOAN_DISBURSED = 64;
+
+    IERC20 private immutable _token;
+    LandRegister private immutable _land;
+    LoanBook private _loanBook;
+    uint256 private _nextDealId = 1;
+    uint256 private _totalClaimable;
+    mapping(uint256 dealId => Deal) private _deals;
+    mapping(address account => uint256) private _claimable;
+
+    // ------------------------------------------------------------------ errors
+
+    /// @notice No deal has id `dealId`.
+    error UnknownDeal(uint256 dealId);
+    /// @notice The deal is in `actual` but the call needs `expected`.
+    error DealNotInState(uint256 dealId, State expected, State actual);
+    /// @notice The deal is in state `actual`, where this call is not possible (finished, or funded).
+    error DealNotActive(uint256 dealId, State actual);
+    /// @notice Seller and buyer must be distinct non-zero addresses.
+    error InvalidParties(address seller, address buyer);
+    /// @notice Deposit and balance must be non-zero.
+    error InvalidAmounts(uint256 deposit, uint256 interim, uint256 balance);
+    /// @notice An amount does not fit in 96 bits.
+    error AmountTooLarge(uint256 amount);
+    /// @notice price != deposit + interim + balance.
+    error PriceMismatch(uint256 price, uint256 sum);
+    /// @notice The loan exceeds the balance it finances.
+    error LoanExceedsBalance(uint256 loanAmount, uint256 balance);
+    /// @notice A loan needs a lender and a lender needs a loan.
+    error LenderMismatch(uint256 loanAmount, address lender);
+    /// @notice Deadlines must be in the future and increasing; interimDeadline is 0 iff interim is 0.
+    error InvalidDeadlines(uint64 depositDeadline, uint64 interimDeadline, uint64 balanceDeadline);
+    /// @notice `seller` is not the current owner `owner` of the parcel.
+    error SellerNotOwner(bytes32 parcelId, address seller, address owner);
+    /// @notice The signature expired at `expiry`.
+    error SignatureExpired(uint256 dealId, uint64 expiry, uint256 nowTime);
+    /// @notice `party` already accepted the terms.
+    error AlreadyAccepted(uint256 dealId, Party party);
+    /// @notice The signature recovers to `recovered`, not `expected` (wrong signer, deal, chain, nonce or terms).
+    error InvalidSigner(uint256 dealId, address expected, address recovered);
+    /// @notice The payment deadline `deadline` has passed.
+    error DeadlinePassed(uint256 dealId, uint64 deadline, uint256 nowTime);
+    /// @notice `payment` was already made.
+    error AlreadyPaid(uint256 dealId, Payment payment);
+    /// @notice `payment` is not part of this deal (e.g. interim when there is none, balance part 0).
+    error PaymentNotDue(uint256 dealId, Payment payment);
+    /// @notice The deal has a loan that the lender has not decided yet.
+    error LoanNotDecided(uint256 dealId);
+    /// @notice The deal has no loan, or its loan was already decided.
+    error LoanDecisionNotExpected(uint256 dealId);
+    /// @notice The lender approved `approved`, more than the `loanAmount` in the terms.
+    error LoanExceedsTerms(uint256 dealId, uint256 approved, uint256 loanAmount);
+    /// @notice Disbursed `amount` differs from the approved `expected`.
+    error LoanAmountMismatch(uint256 dealId, uint256 expected, uint256 amount);
+    /// @notice `caller` is not a party (or broker) of the deal.
+    error NotParty(uint256 dealId, address caller);
+    /// @notice Performance began (interim, balance or loan paid): §565 cancellation is no longer possible.
+    error PerformanceBegun(uint256 dealId);
+    /// @notice No deadline has passed unpaid; the next one is `deadline`.
+    error NoDeadlineMissed(uint256 dealId, uint64 deadline);
+    /// @notice The parcel has `activeBlockings` active blocking entries.
+    error ParcelBlocked(uint256 dealId, bytes32 parcelId, uint256 activeBlockings);
+    /// @notice The creditor of mortgage entry `entryIndex` has not stated a payoff for this deal.
+    error PayoffNotStated(uint256 dealId, uint256 entryIndex);
+    /// @notice The price does not cover the stated payoffs.
+    error ProceedsShort(uint256 dealId, uint256 price, uint256 payoffTotal);
+    /// @notice Only the LoanBook may call; `caller` is not it.
+    error NotLoanBook(address caller);
+    /// @notice The LoanBook is already set to `loanBook`.
+    error LoanBookAlreadySet(address loanBook);
+    /// @notice The LoanBook is not set yet.
+    error LoanBookNotSet();
+    /// @notice An address argument was zero.
+    error ZeroAddress();
+    /// @notice `account` has nothing to withdraw.
+    error NothingToWithdraw(address account);
+
+    // ------------------------------------------------------------------ events
+
+    /// @notice The admin linked the LoanBook.
+    event LoanBookSet(address indexed loanBook);
+    /// @notice `broker` opened deal `dealId` with `terms` (state Open).
+    event DealOpened(uint256 indexed dealId, bytes32 indexed parcelId, address indexed broker, DealTerms terms);
+    /// @notice `party` (`signer`) accepted the terms using `nonce`; `state` is the deal's new state.
+    event TermsAccepted(uint256 indexed dealId, Party party, address indexed signer, uint256 nonce, State state);
+    /// @notice `payer` paid `payment` of `amount` into the deal; `state` is the deal's new state.
+    event PaymentReceived(uint256 indexed dealId, Payment payment, address indexed payer, uint256 amount, State state);
+    /// @notice The lender's decision: `approvedAmount` (0 = rejected); `state` is the deal's new state.
+    event LoanDecisionRecorded(uint256 indexed dealId, address indexed lender, uint256 approvedAmount, State state);
+    /// @notice `requester` asked the registrar to register the transfer.
+    event RegistrationRequested(uint256 indexed dealId, address indexed requester);
+    /// @notice The deal was cancelled under Civil Code §565 by `party`; credits to buyer and seller.
+    event DealCancelled(
+        uint256 indexed dealId, Party party, address indexed by, uint256 toBuyer, uint256 toSeller
+    );
+    /// @notice `caller` declared `missed` past its deadline; `state` is Cancelled (nothing paid) or Defaulted,
+    /// with the amounts credited to seller (liquidated damages), buyer and lender.
+    event DealDefaulted(
+        uint256 indexed dealId,
+        address indexed caller,
+        Payment missed,
+        State state,
+        uint256 toSeller,
+        uint256 toBuyer,
+        uint256 toLender
+    );
+    /// @notice The registrar refunded the deal for `reasonCode`; credits to buyer and lender.
+    event DealRefunded(uint256 indexed dealId, uint16 reasonCode, uint256 toBuyer, uint256 toLender);
+    /// @notice Mortgage entry `entryIndex` was paid off with `amount` credited to `creditor`.
+    event PayoffPaid(uint256 indexed dealId, uint256 entryIndex, address indexed creditor, uint256 amount);
+    /// @notice The deal settled: payoffs `payoffTotal`, `sellerProceeds` credited to the seller.
+    event DealSettled(
+        uint256 indexed dealId,
+        bytes32 indexed parcelId,
+        bytes32 registrationReceipt,
+        bytes32 taxReceipt,
+        uint256 payoffTotal,
+        uint256 sellerProceeds
+    );
+    /// @notice `account` withdrew `amount` of its claimable balance.
+    event Withdrawn(address indexed account, uint256 amount);
+
+    // ------------------------------------------------------------------ constructor / wiring
+
+    /// @param admin receives DEFAULT_ADMIN_ROLE (grants BROKER_ROLE, REGISTRAR_ROLE, sets the LoanBook).
+    /// @param token_ the DepositToken (KRWD).
+    /// @param landRegister_ the LandRegister (this contract needs its SETTLEMENT_ROLE).
+    constructor(address admin, IERC20 token_, LandRegister landRegister_) EIP712("DealEscrow", "1") {
+        if (address(token_) == address(0) || address(landRegister_) == address(0)) revert ZeroAddress();
+        _grantRole(DEFAULT_ADMIN_ROLE, admin);
+        _token = token_;
+        _land = landRegister_;
+    }
+
+    /// @notice Link the LoanBook (once; it is deployed after this contract).
+    function setLoanBook(LoanBook loanBook_) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (address(loanBook_) == address(0)) revert ZeroAddress();
+        if (address(_loanBook) != address(0)) revert LoanBookAlreadySet(address(_loanBook));
+        _loanBook = loanBook_;
+        emit LoanBookSet(address(loanBook_));
+    }
+
+    // ------------------------------------------------------------------ opening and signing
+
+    /// @notice Open a deal on a parcel the seller currently owns.
+    /// @param t the full terms (see {DealTerms}).
+    /// @return dealId the new deal's id (sequential from 1).
+    function openDeal(DealTerms calldata t) external onlyRole(BROKER_ROLE) returns (uint256 dealId) {
+        if (t.seller == address(0) || t.buyer == address(0) || t.seller == t.buyer) {
+            revert InvalidParties(t.seller, t.buyer);
+        }
+        if (t.deposit == 0 || t.balance == 0) revert InvalidAmounts(t.deposit, t.interim, t.balance);
+        uint96 price = _toUint96(t.price);
+        uint96 deposit = _toUint96(t.deposit);
+        uint96 interim = _toUint96(t.interim);
+        uint96 balance = _toUint96(t.balance);
+        uint256 sum = uint256(deposit) + interim + balance;
+        if (sum != price) revert PriceMismatch(price, sum);
+        if (t.loanAmount > balance) revert LoanExceedsBalance(t.loanAmount, balance);
+        if ((t.loanAmount == 0) != (t.lender == address(0))) revert LenderMismatch(t.loanAmount, t.lender);
+        _checkDeadlines(t.depositDeadline, t.interimDeadline, t.balanceDeadline, interim);
+        address owner = _land.ownerOf(t.parcelId);
+        if (owner != t.seller) revert SellerNotOwner(t.parcelId, t.seller, owner);
+
+        dealId = _nextDealId++;
+        Deal storage d = _deals[dealId];
+        d.parcelId = t.parcelId;
+        d.seller = t.seller;
+        d.deposit = deposit;
+        d.buyer = t.buyer;
+        d.interim = interim;
+        d.lender = t.lender;
+        d.balance = balance;
+        d.loanAmount = uint96(t.loanAmount);
+        d.depositDeadline = uint40(t.depositDeadline);
+        d.interimDeadline = uint40(t.interimDeadline);
+        d.balanceDeadline = uint40(t.balanceDeadline);
+        d.state = State.Open;
+        d.broker = msg.sender;
+        emit DealOpened(dealId, t.parcelId, msg.sender, t);
+    }
+
+    /// @notice Submit a party's EIP-712 acceptance of the full terms (anyone may submit it).
+    /// @param party which party signed.
+    /// @param expiry the signature expiry that was signed.
+    /// @param signature 65-byte ECDSA signature over AcceptTerms with the signer's current nonce.
+    function acceptTerms(uint256 dealId, Party party, uint64 expiry, bytes calldata signature) external {
+        Deal storage d = _deal(dealId);
+        if (d.state != State.Open) revert DealNotInState(dealId, State.Open, d.state);
+        if (block.timestamp > expiry) revert SignatureExpired(dealId, expiry, block.timestamp);
+        uint8 bit = party == Party.Buyer ? BUYER_SIGNED : SELLER_SIGNED;
+        uint8 flags = d.flags;
+        if (flags & bit != 0) revert AlreadyAccepted(dealId, party);
+        address signer = party == Party.Buyer ? d.buyer : d.seller;
+        uint256 nonce = _useNonce(signer);
+        bytes32 digest = _hashTypedDataV4(_acceptTermsHash(d, dealId, nonce, expiry));
+        (address recovered, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, signature);
+        if (err != ECDSA.RecoverError.NoError || recovered != signer) {
+            revert InvalidSigner(dealId, signer, recovered);
+        }
+        flags |= bit;
+        d.flags = flags;
+        State s = State.Open;
+        if (flags & (BUYER_SIGNED | SELLER_SIGNED) == (BUYER_SIGNED | SELLER_SIGNED)) {
+            s = State.Signed;
+            d.state = s;
+        }
+        emit TermsAccepted(dealId, party, signer, nonce, s);
+    }
+
+    // ------------------------------------------------------------------ payments
+
+    /// @notice Pay the deposit (계약금) from the caller (buyer or anyone paying for the buyer), by the deadline.
+    function payDeposit(uint256 dealId) external nonReentrant {
+        Deal storage d = _deal(dealId);
+        if (d.state != State.Signed) revert DealNotInState(dealId, State.Signed, d.state);
+        _checkDeadline(dealId, d.depositDeadline);
+        uint256 amount = d.deposit;
+        _receive(dealId, d, DEPOSIT_PAID, Payment.Deposit, amount);
+    }
+
+    /// @notice Pay the interim (중도금) from the caller, by the interim deadline.
+    function payInterim(uint256 dealId) external nonReentrant {
+        Deal storage d = _deal(dealId);
+        uint256 amount = d.interim;
+        if (amount == 0) revert PaymentNotDue(dealId, Payment.Interim);
+        if (d.state != State.DepositPaid) revert DealNotInState(dealId, State.DepositPaid, d.state);
+        _checkDeadline(dealId, d.interimDeadline);
+        _receive(dealId, d, INTERIM_PAID, Payment.Interim, amount);
+    }
+
+    /// @notice Pay the buyer's part of the balance (잔금 - approved loan) from the caller, by the balance
+    /// deadline. Needs deposit and interim paid and, for a loan deal, the lender's decision.
+    function payBalance(uint256 dealId) external nonReentrant {
+        Deal storage d = _deal(dealId);
+        State s = d.state;
+        State base = d.interim == 0 ? State.DepositPaid : State.InterimPaid;
+        if (s != base && s != State.LoanApproved) {
+            revert DealNotInState(dealId, d.loanAmount == 0 ? base : State.LoanApproved, s);
+        }
+        uint8 flags = d.flags;
+        if (d.loanAmount != 0 && flags & LOAN_DECIDED == 0) revert LoanNotDecided(dealId);
+        if (flags & BALANCE_PAID != 0) revert AlreadyPaid(dealId, Payment.Balance);
+        uint256 amount = d.balance - d.approvedLoan;
+        if (amount == 0) revert PaymentNotDue(dealId, Payment.Balance);
+        _checkDeadline(dealId, d.balanceDeadline);
+        _receive(dealId, d, BALANCE_PAID, Payment.Balance, amount);
+    }
+
+    // ------------------------------------------------------------------ LoanBook hooks
+
+    /// @notice LoanBook: record the lender's decision; `approvedAmount` 0 = rejected.
+    function recordLoanDecision(uint256 dealId, uint256 approvedAmount) external {
+        _onlyLoanBook();
+        Deal storage d = _deal(dealId);
+        State s = d.state;
+        if (s < State.Signed || s > State.InterimPaid) revert DealNotActive(dealId, s);
+        uint8 flags = d.flags;
+        if (d.loanAmount == 0 || flags & LOAN_DECIDED != 0) revert LoanDecisionNotExpected(dealId);
+        if (approvedAmount > d.loanAmount) revert LoanExceedsTerms(dealId, approvedAmount, d.loanAmount);
+        d.approvedLoan = uint96(approvedAmount);
+        flags |= LOAN_DECIDED;
+        d.flags = flags;
+        s = _stage(d, flags);
+        d.state = s;
+        emit LoanDecisionRecorded(dealId, d.lender, approvedAmount, s);
+    }
+
+    /// @notice LoanBook: the approved loan `amount` was transferred lender -> escrow for this deal.
+    function creditLoan(uint256 dealId, uint256 amount) external {
+        _onlyLoanBook();
+        Deal storage d = _deal(dealId);
+        if (d.state != State.LoanApproved) revert DealNotInState(dealId, State.LoanApproved, d.state);
+        if (d.flags & LOAN_DISBURSED != 0) revert AlreadyPaid(dealId, Payment.Loan);
+        if (amount != d.approvedLoan) revert LoanAmountMismatch(dealId, d.approvedLoan, amount);
+        _checkDeadline(dealId, d.balanceDeadline);
+        uint8 flags = d.flags | LOAN_DISBURSED;
+        d.flags = flags;
+        State s = _stage(d, flags);
+        d.state = s;
+        emit PaymentReceived(dealId, Payment.Loan, d.lender, amount, s);
+    }
+
+    // ------------------------------------------------------------------ cancellation, default, refund
+
+    /// @notice Civil Code §565 cancellation before performance begins, by the buyer (the deposit goes to the
+    /// seller) or by the seller (the seller pays in an amount equal to the deposit; the buyer gets both).
+    function cancel(uint256 dealId) external nonReentrant {
+        Deal storage d = _deal(dealId);
+        State s = d.state;
+        uint8 flags = d.flags;
+        if (flags & DEPOSIT_PAID == 0 || s >= State.Settled) revert DealNotInState(dealId, State.DepositPaid, s);
+        if (flags & (INTERIM_PAID | BALANCE_PAID | LOAN_DISBURSED) != 0) revert PerformanceBegun(dealId);
+        uint256 deposit = d.deposit;
+        d.state = State.Cancelled;
+        if (msg.sender == d.buyer) {
+            _credit(d.seller, deposit);
+            emit DealCancelled(dealId, Party.Buyer, msg.sender, 0, deposit);
+        } else if (msg.sender == d.seller) {
+            _credit(d.buyer, 2 * deposit);
+            emit DealCancelled(dealId, Party.Seller, msg.sender, 2 * deposit, 0);
+            _token.safeTransferFrom(msg.sender, address(this), deposit);
+        } else {
+            revert NotParty(dealId, msg.sender);
+        }
+    }
+
+    /// @notice Anyone may declare a missed deadline. Deposit missed: Cancelled, nothing moves. A later payment
+    /// missed: Defaulted; the deposit goes to the seller (liquidated damages), interim and the buyer's balance
+    /// part back to the buyer, a disbursed loan back to the lender.
+    function declareDefault(uint256 dealId) external {
+        Deal storage d = _deal(dealId);
+        State s = d.state;
+        if (s >= State.Funded) revert DealNotActive(dealId, s);
+        uint8 flags = d.flags;
+        if (flags & DEPOSIT_PAID == 0) {
+            if (block.timestamp <= d.depositDeadline) revert NoDeadlineMissed(dealId, d.depositDeadline);
+            d.state = State.Cancelled;
+            emit DealDefaulted(dealId, msg.sender, Payment.Deposit, State.Cancelled, 0, 0, 0);
+            return;
+        }
+        Payment missed;
+        if (d.interim != 0 && flags & INTERIM_PAID == 0) {
+            if (block.timestamp <= d.interimDeadline) revert NoDeadlineMissed(dealId, d.interimDeadline);
+            missed = Payment.Interim;
+        } else {
+            if (block.timestamp <= d.balanceDeadline) revert NoDeadlineMissed(dealId, d.balanceDeadline);
+            missed = (flags & BALANCE_PAID == 0 && d.balance != d.approvedLoan) ? Payment.Balance : Payment.Loan;
+        }
+        (uint256 buyerPaid, uint256 toLender) = _paidBack(d, flags);
+        uint256 toSeller = d.deposit;
+        uint256 toBuyer = buyerPaid - toSeller;
+        d.state = State.Defaulted;
+        _credit(d.seller, toSeller);
+        _credit(d.buyer, toBuyer);
+        _credit(d.lender, toLender);
+        emit DealDefaulted(dealId, msg.sender, missed, State.Defaulted, toSeller, toBuyer, toLender);
+        if (toLender != 0) _loanBook.recordReturned(dealId);
+    }
+
+    /// @notice Registrar: settlement became impossible (e.g. title blocked); every payer gets its money back.
+    /// @param reasonCode registrar's reason code.
+    function refund(uint256 dealId, uint16 reasonCode) external onlyRole(REGISTRAR_ROLE) {
+        Deal storage d = _deal(dealId);
+        State s = d.state;
+        if (s >= State.Settled) revert DealNotActive(dealId, s);
+        (uint256 toBuyer, uint256 toLender) = _paidBack(d, d.flags);
+        d.state = State.Refunded;
+        _credit(d.buyer, toBuyer);
+        _credit(d.lender, toLender);
+        emit DealRefunded(dealId, reasonCode, toBuyer, toLender);
+        if (toLender != 0) _loanBook.recordReturned(dealId);
+    }
+
+    // ------------------------------------------------------------------ registration and settlement
+
+    /// @notice Buyer, seller or the deal's broker asks for registration of a funded deal.
+    function requestRegistration(uint256 dealId) external {
+        Deal storage d = _deal(dealId);
+        if (msg.sender != d.buyer && msg.sender != d.seller && msg.sender != d.broker) {
+            revert NotParty(dealId, msg.sender);
+        }
+        if (d.state != State.Funded) revert DealNotInState(dealId, State.Funded, d.state);
+        d.state = State.RegistrationRequested;
+        emit RegistrationRequested(dealId, msg.sender);
+    }
+
+    /// @notice Registrar: settle in one transaction. Pays off and discharges every active mortgage on the
+    /// parcel at the payoff its creditor stated in the LoanBook, moves ownership to the buyer, registers the
+    /// buyer's lender's mortgage (if any) and credits the rest of the price to the seller.
+    /// @param registrationReceipt receipt number used for all register entries of this settlement.
+    /// @param taxReceipt acquisition-tax receipt.
+    function settle(uint256 dealId, bytes32 registrationReceipt, bytes32 taxReceipt)
+        external
+        onlyRole(REGISTRAR_ROLE)
+    {
+        Deal storage d = _deal(dealId);
+        if (d.state != State.RegistrationRequested) {
+            revert DealNotInState(dealId, State.RegistrationRequested, d.state);
+        }
+        bytes32 parcelId = d.parcelId;
+        uint256[] memory mortgages = _checkTitle(dealId, parcelId, d.seller);
+        (address[] memory creditors, uint256[] memory payoffs, uint256 payoffTotal) =
+            _collectPayoffs(dealId, mortgages);
+        uint256 price = uint256(d.deposit) + d.interim + d.balance;
+        if (payoffTotal > price) revert ProceedsShort(dealId, price, payoffTotal);
+
+        d.state = State.Settled;
+        for (uint256 i; i < mortgages.length; ++i) {
+            _credit(creditors[i], payoffs[i]);
+            emit PayoffPaid(dealId, mortgages[i], creditors[i], payoffs[i]);
+            _land.settleDischarge(parcelId, mortgages[i], registrationReceipt);
+        }
+        _transferTitle(dealId, d, registrationReceipt);
+        uint256 proceeds = price - payoffTotal;
+        _credit(d.seller, proceeds);
+        emit DealSettled(dealId, parcelId, registrationReceipt, taxReceipt, payoffTotal, proceeds);
+    }
+
+    /// @dev Seller still owns the parcel and nothing blocks it; returns the active mortgages.
+    function _checkTitle(uint256 dealId, bytes32 parcelId, address seller)
+        private
+        view
+        returns (uint256[] memory mortgages)
+    {
+        address owner;
+        uint256 blockings;
+        (owner, blockings, mortgages) = _land.title(parcelId);
+        if (owner != seller) revert SellerNotOwner(parcelId, seller, owner);
+        if (blockings != 0) revert ParcelBlocked(dealId, parcelId, blockings);
+    }
+
+    /// @dev Payoffs stated in the LoanBook for each active mortgage (all must be stated).
+    function _collectPayoffs(uint256 dealId, uint256[] memory mortgages)
+        private
+        view
+        returns (address[] memory creditors, uint256[] memory payoffs, uint256 payoffTotal)
+    {
+        uint256 n = mortgages.length;
+        creditors = new address[](n);
+        payoffs = new uint256[](n);
+        if (n == 0) return (creditors, payoffs, 0);
+        LoanBook book = _requireLoanBook();
+        for (uint256 i; i < n; ++i) {
+            (address creditor, uint256 amount) = book.payoff(dealId, mortgages[i]);
+            if (creditor == address(0)) revert PayoffNotStated(dealId, mortgages[i]);
+            creditors[i] = creditor;
+            payoffs[i] = amount;
+            payoffTotal += amount;
+        }
+    }
+
+    /// @dev Ownership to the buyer and, with a loan, the lender's mortgage (debtor = buyer).
+    function _transferTitle(uint256 dealId, Deal storage d, bytes32 receipt) private {
+        bytes32 parcelId = d.parcelId;
+        address buyer = d.buyer;
+        _land.settleOwnershipTransfer(parcelId, d.seller, buyer, receipt);
+        if (d.approvedLoan != 0) {
+            LoanBook book = _loanBook;
+            (uint256 entry,) = _land.settleMortgage(parcelId, d.lender, buyer, book.loan(dealId).maxSecured, receipt);
+            book.recordSecured(dealId, entry);
+        }
+    }
+
+    // ------------------------------------------------------------------ withdrawals
+
+    /// @notice Withdraw all of the caller's claimable balance.
+    function withdraw() external nonReentrant {
+        uint256 amount = _claimable[msg.sender];
+        if (amount == 0) revert NothingToWithdraw(msg.sender);
+        _claimable[msg.sender] = 0;
+        _totalClaimable -= amount;
+        emit Withdrawn(msg.sender, amount);
+        _token.safeTransfer(msg.sender, amount);
+    }
+
+    // ------------------------------------------------------------------ views
+
+    /// @notice The DepositToken held in escrow.
+    function token() external view returns (IERC20) {
+        return _token;
+    }
+
+    /// @notice The LandRegister.
+    function landRegister() external view returns (LandRegister) {
+        return _land;
+    }
+
+    /// @notice The LoanBook (zero until set).
+    function loanBook() external view returns (LoanBook) {
+        return _loanBook;
+    }
+
+    /// @notice The id the next opened deal will get.
+    function nextDealId() external view returns (uint256) {
+        return _nextDealId;
+    }
+
+    /// @notice The terms of a deal.
+    function terms(uint256 dealId) external view returns (DealTerms memory t) {
+        Deal storage d = _deal(dealId);
+        t = DealTerms({
+            parcelId: d.parcelId,
+            seller: d.seller,
+            buyer: d.buyer,
+            price: uint256(d.deposit) + d.interim + d.balance,
+            deposit: d.deposit,
+            interim: d.interim,
+            balance: d.balance,
+            depositDeadline: d.depositDeadline,
+            interimDeadline: d.interimDeadline,
+            balanceDeadline: d.balanceDeadline,
+            loanAmount: d.loanAmount,
+            lender: d.lender
+        });
+    }
+
+    /// @notice The state of a deal (None for an unknown id).
+    function dealState(uint256 dealId) external view returns (State) {
+        return _deals[dealId].state;
+    }
+
+    /// @notice The broker who opened the deal.
+    function broker(uint256 dealId) external view returns (address) {
+        return _deal(dealId).broker;
+    }
+
+    /// @notice Which parties have accepted the terms.
+    function signatures(uint256 dealId) external view returns (bool buyerSigned, bool sellerSigned) {
+        uint8 flags = _deal(dealId).flags;
+        return (flags & BUYER_SIGNED != 0, flags & SELLER_SIGNED != 0);
+    }
+
+    /// @notice Amounts paid into the deal so far (history: stays after the deal ends).
+    function payments(uint256 dealId)
+        external
+        view
+        returns (uint256 deposit, uint256 interim, uint256 buyerBalance, uint256 loan)
+    {
+        Deal storage d = _deal(dealId);
+        uint8 flags = d.flags;
+        if (flags & DEPOSIT_PAID != 0) deposit = d.deposit;
+        if (flags & INTERIM_PAID != 0) interim = d.interim;
+        if (flags & BALANCE_PAID != 0) buyerBalance = d.balance - d.approvedLoan;
+        if (flags & LOAN_DISBURSED != 0) loan = d.approvedLoan;
+    }
+
+    /// @notice The lender's decision as recorded here (approvedAmount 0 with decided = rejected).
+    function loanDecision(uint256 dealId) external view returns (bool decided, uint256 approvedAmount) {
+        Deal storage d = _deal(dealId);
+        return (d.flags & LOAN_DECIDED != 0, d.approvedLoan);
+    }
+
+    /// @notice The buyer's part of the balance: balance - approved loan (balance - loanAmount before the decision).
+    function buyerBalanceDue(uint256 dealId) external view returns (uint256) {
+        Deal storage d = _deal(dealId);
+        return d.balance - (d.flags & LOAN_DECIDED != 0 ? d.approvedLoan : d.loanAmount);
+    }
+
+    /// @notice Whether performance has begun (interim, buyer balance part or loan paid).
+    function performanceBegun(uint256 dealId) external view returns (bool) {
+        return _deal(dealId).flags & (INTERIM_PAID | BALANCE_PAID | LOAN_DISBURSED) != 0;
+    }
+
+    /// @notice Tokens the escrow currently holds for this deal (0 once it ended).
+    function heldBy(uint256 dealId) external view returns (uint256) {
+        Deal storage d = _deal(dealId);
+        if (d.state >= State.Settled) return 0;
+        (uint256 buyerPaid, uint256 loanPaid) = _paidBack(d, d.flags);
+        return buyerPaid + loanPaid;
+    }
+
+    /// @notice Tokens `account` may withdraw.
+    function claimable(address account) external view returns (uint256) {
+        return _claimable[account];
+    }
+
+    /// @notice Sum of all claimable balances.
+    function totalClaimable() external view returns (uint256) {
+        return _totalClaimable;
+    }
+
+    /// @notice Deal data the LoanBook checks.
+    function loanContext(uint256 dealId)
+        external
+        view
+        returns (bytes32 parcelId, address buyer, address lender, uint256 loanAmount, State state)
+    {
+        Deal storage d = _deal(dealId);
+        return (d.parcelId, d.buyer, d.lender, d.loanAmount, d.state);
+    }
+
+    /// @notice The EIP-712 digest `party` must sign now (with its current nonce) to accept deal `dealId`.
+    function acceptTermsDigest(uint256 dealId, Party party, uint64 expiry) external view returns (bytes32) {
+        Deal storage d = _deal(dealId);
+        address signer = party == Party.Buyer ? d.buyer : d.seller;
+        return _hashTypedDataV4(_acceptTermsHash(d, dealId, nonces(signer), expiry));
+    }
+
+    /// @notice The EIP-712 domain separator (name "DealEscrow", version "1", this chain, this contract).
+    function DOMAIN_SEPARATOR() external view returns (bytes32) {
+        return _domainSeparatorV4();
+    }
+
+    // ------------------------------------------------------------------ internal
+
+    function _deal(uint256 dealId) private view returns (Deal storage d) {
+        d = _deals[dealId];
+        if (d.state == State.None) revert UnknownDeal(dealId);
+    }
+
+    function _onlyLoanBook() private view {
+        if (msg.sender != address(_loanBook) || msg.sender == address(0)) revert NotLoanBook(msg.sender);
+    }
+
+    function _requireLoanBook() private view returns (LoanBook book) {
+        book = _loanBook;
+        if (address(book) == address(0)) revert LoanBookNotSet();
+    }
+
+    function _toUint96(uint256 amount) private pure returns (uint96) {
+        if (amount > type(uint96).max) revert AmountTooLarge(amount);
+        return uint96(amount);
+    }
+
+    function _checkDeadlines(uint64 depositDeadline, uint64 interimDeadline, uint64 balanceDeadline, uint256 interim)
+        private
+        view
+    {
+        bool ok = depositDeadline >= block.timestamp && balanceDeadline <= type(uint40).max;
+        if (interim == 0) {
+            ok = ok && interimDeadline == 0 && depositDeadline < balanceDeadline;
+        } else {
+            ok = ok && depositDeadline < interimDeadline && interimDeadline < balanceDeadline;
+        }
+        if (!ok) revert InvalidDeadlines(depositDeadline, interimDeadline, balanceDeadline);
+    }
+
+    function _checkDeadline(uint256 dealId, uint40 deadline) private view {
+        if (block.timestamp > deadline) revert DeadlinePassed(dealId, deadline, block.timestamp);
+    }
+
+    /// @dev Mark `flag` paid, advance the state, emit, then pull `amount` from the caller.
+    function _receive(uint256 dealId, Deal storage d, uint8 flag, Payment payment, uint256 amount) private {
+        uint8 flags = d.flags | flag;
+        d.flags = flags;
+        State s = _stage(d, flags);
+        d.state = s;
+        emit PaymentReceived(dealId, payment, msg.sender, amount, s);
+        _token.safeTransferFrom(msg.sender, address(this), amount);
+    }
+
+    /// @dev The furthest stage a live, signed deal has reached given its payment flags.
+    function _stage(Deal storage d, uint8 flags) private view returns (State) {
+        if (flags & DEPOSIT_PAID == 0) return State.Signed;
+        bool hasInterim = d.interim != 0;
+        if (hasInterim && flags & INTERIM_PAID == 0) return State.DepositPaid;
+        State base = hasInterim ? State.InterimPaid : State.DepositPaid;
+        if (d.loanAmount != 0 && flags & LOAN_DECIDED == 0) return base;
+        uint256 approved = d.approvedLoan;
+        bool balanceDone = flags & BALANCE_PAID != 0 || d.balance == approved;
+        bool loanDone = approved == 0 || flags & LOAN_DISBURSED != 0;
+        if (balanceDone && loanDone) return State.Funded;
+        return approved != 0 ? State.LoanApproved : base;
+    }
+
+    /// @dev What the buyer side paid in (deposit + interim + buyer balance part) and what the lender disbursed.
+    function _paidBack(Deal storage d, uint8 flags) private view returns (uint256 buyerPaid, uint256 lenderPaid) {
+        if (flags & DEPOSIT_PAID != 0) buyerPaid = d.deposit;
+        if (flags & INTERIM_PAID != 0) buyerPaid += d.interim;
+        if (flags & BALANCE_PAID != 0) buyerPaid += d.balance - d.approvedLoan;
+        if (flags & LOAN_DISBURSED != 0) lenderPaid = d.approvedLoan;
+    }
+
+    function _credit(address account, uint256 amount) private {
+        if (amount == 0) return;
+        _claimable[account] += amount;
+        _totalClaimable += amount;
+    }
+
+    function _acceptTermsHash(Deal storage d, uint256 dealId, uint256 nonce, uint64 expiry)
+        private
+        view
+        returns (bytes32)
+    {
+        return keccak256(
+            bytes.concat(
+                abi.encode(
+                    ACCEPT_TERMS_TYPEHASH,
+                    dealId,
+                    d.parcelId,
+                    d.seller,
+                    d.buyer,
+                    uint256(d.deposit) + d.interim + d.balance,
+                    d.deposit,
+                    d.interim,
+                    d.balance
+                ),
+                abi.encode(
+                    uint64(d.depositDeadline),
+                    uint64(d.interimDeadline),
+                    uint64(d.balanceDeadline),
+                    d.loanAmount,
+                    d.lender,
+                    nonce,
+                    expiry
+                )
+            )
+        );
+    }
+}

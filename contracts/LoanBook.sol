@@ -1,0 +1,260 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {DealEscrow} from "./DealEscrow.sol";
+import {LandRegister} from "./LandRegister.sol";
+
+/// @title Mortgage-loan book for deals (주택담보대출)
+/// @notice The buyer of a deal requests the loan named in the deal's terms from the named lender, presenting
+/// e-certificate hashes (checked by the lender against the CredentialRegistry). The lender approves
+/// (amount <= requested, rate, term, 채권최고액) or rejects, once. The approving lender disburses: this
+/// contract pulls the approved amount from the lender (the lender approves THIS contract for the token) into
+/// the DealEscrow and credits the deal there. Creditors of mortgages on a parcel being sold state their
+/// payoff amount per deal; the escrow pays those at settlement.
+///
+/// Loan status: None -> Requested -> Approved -> Disbursed -> Secured (mortgage registered at settlement)
+///                                 \-> Rejected             \-> Returned (deal defaulted/refunded, loan credited back)
+/// SETTLEMENT_ROLE (granted to the DealEscrow) records Secured and Returned.
+contract LoanBook is AccessControl {
+    using SafeERC20 for IERC20;
+
+    /// @notice Banks that lend.
+    bytes32 public constant LENDER_ROLE = keccak256("LENDER_ROLE");
+    /// @notice The DealEscrow, which records settlement outcomes.
+    bytes32 public constant SETTLEMENT_ROLE = keccak256("SETTLEMENT_ROLE");
+    /// @notice Maximum number of credential hashes in one request.
+    uint256 public constant MAX_CREDENTIALS = 8;
+
+    /// @notice Loan status.
+    enum Status {
+        None,
+        Requested,
+        Approved,
+        Rejected,
+        Disbursed,
+        Secured,
+        Returned
+    }
+
+    /// @notice One loan per deal. The requested amount is the deal's loanAmount (see the escrow's terms).
+    struct Loan {
+        address lender;
+        Status status;
+        uint16 rateBps;
+        uint16 termMonths;
+        uint16 rejectReason;
+        uint24 mortgageEntry; // 을구 index of the mortgage registered at settlement (status Secured)
+        uint96 approvedAmount;
+        uint96 maxSecured;
+    }
+
+    /// @notice A creditor's payoff statement for one mortgage entry in one deal.
+    struct Payoff {
+        address creditor;
+        uint96 amount;
+    }
+
+    DealEscrow private immutable _escrow;
+    LandRegister private immutable _land;
+    IERC20 private immutable _token;
+    mapping(uint256 dealId => Loan) private _loans;
+    mapping(uint256 dealId => mapping(uint256 entryIndex => Payoff)) private _payoffs;
+
+    /// @notice `caller` is not the buyer of the deal.
+    error NotDealBuyer(uint256 dealId, address caller);
+    /// @notice The deal names `expected` as lender, not `lender`.
+    error LenderMismatch(uint256 dealId, address expected, address lender);
+    /// @notice The deal's loanAmount is `expected`, not `amount`.
+    error AmountMismatch(uint256 dealId, uint256 expected, uint256 amount);
+    /// @notice The deal is in a state (`state`) where a loan cannot be requested or a payoff stated.
+    error DealNotAcceptingLoan(uint256 dealId, DealEscrow.State state);
+    /// @notice A loan was already requested for this deal.
+    error LoanAlreadyRequested(uint256 dealId);
+    /// @notice No loan was requested for this deal.
+    error UnknownLoan(uint256 dealId);
+    /// @notice `caller` is not the lender of this loan.
+    error NotLoanLender(uint256 dealId, address caller);
+    /// @notice The loan was already decided (`status`).
+    error LoanAlreadyDecided(uint256 dealId, Status status);
+    /// @notice The loan is `actual`, the call needs `expected`.
+    error LoanNotInStatus(uint256 dealId, Status expected, Status actual);
+    /// @notice Approval terms invalid: amount 0, rate over 100%, term 0, or maxSecured below amount / over 96 bits.
+    error InvalidLoanTerms(uint256 amount, uint16 rateBps, uint16 termMonths, uint256 maxSecured);
+    /// @notice More than MAX_CREDENTIALS credential hashes.
+    error TooManyCredentials(uint256 count, uint256 max);
+    /// @notice 을구 entry `entryIndex` of the deal's parcel is not an active mortgage.
+    error NotActiveMortgage(uint256 dealId, uint256 entryIndex);
+    /// @notice `caller` is not the creditor of mortgage entry `entryIndex`.
+    error NotMortgageCreditor(uint256 dealId, uint256 entryIndex, address caller);
+    /// @notice The amount does not fit in 96 bits.
+    error AmountTooLarge(uint256 amount);
+    /// @notice An address argument was zero.
+    error ZeroAddress();
+
+    /// @notice `buyer` requested `amount` from `lender`, presenting `credentials`.
+    event LoanRequested(
+        uint256 indexed dealId, address indexed buyer, address indexed lender, uint256 amount, bytes32[] credentials
+    );
+    /// @notice `lender` approved `amount` at `rateBps` for `termMonths` with 채권최고액 `maxSecured`.
+    event LoanApproved(
+        uint256 indexed dealId,
+        address indexed lender,
+        uint256 amount,
+        uint16 rateBps,
+        uint16 termMonths,
+        uint256 maxSecured
+    );
+    /// @notice `lender` rejected the loan with `reasonCode`.
+    event LoanRejected(uint256 indexed dealId, address indexed lender, uint16 reasonCode);
+    /// @notice `lender` transferred `amount` to the escrow for the deal.
+    event LoanDisbursed(uint256 indexed dealId, address indexed lender, uint256 amount);
+    /// @notice Settlement registered the lender's mortgage as 을구 entry `mortgageEntry`.
+    event LoanSecured(uint256 indexed dealId, uint256 mortgageEntry);
+    /// @notice The deal ended without settlement; the disbursed loan was credited back to the lender.
+    event LoanReturned(uint256 indexed dealId);
+    /// @notice `creditor` stated `amount` as the payoff of mortgage entry `entryIndex` for the deal.
+    event PayoffStated(uint256 indexed dealId, uint256 indexed entryIndex, address indexed creditor, uint256 amount);
+
+    /// @param admin receives DEFAULT_ADMIN_ROLE (grants LENDER_ROLE, and SETTLEMENT_ROLE to the escrow).
+    /// @param escrow_ the DealEscrow (its token is the loan currency).
+    /// @param landRegister_ the LandRegister (mortgage creditors).
+    constructor(address admin, DealEscrow escrow_, LandRegister landRegister_) {
+        if (address(escrow_) == address(0) || address(landRegister_) == address(0)) revert ZeroAddress();
+        _grantRole(DEFAULT_ADMIN_ROLE, admin);
+        _escrow = escrow_;
+        _land = landRegister_;
+        _token = escrow_.token();
+    }
+
+    /// @notice The buyer requests the loan named in the deal's terms.
+    /// @param amount must equal the deal's loanAmount.
+    /// @param lender must equal the deal's lender.
+    /// @param credentials hashes of e-certificates anchored in the CredentialRegistry (emitted, not stored).
+    function requestLoan(uint256 dealId, uint256 amount, address lender, bytes32[] calldata credentials) external {
+        if (credentials.length > MAX_CREDENTIALS) revert TooManyCredentials(credentials.length, MAX_CREDENTIALS);
+        (, address buyer, address dealLender, uint256 loanAmount, DealEscrow.State s) = _escrow.loanContext(dealId);
+        if (msg.sender != buyer) revert NotDealBuyer(dealId, msg.sender);
+        if (lender != dealLender || lender == address(0)) revert LenderMismatch(dealId, dealLender, lender);
+        if (amount != loanAmount) revert AmountMismatch(dealId, loanAmount, amount);
+        if (s < DealEscrow.State.Signed || s > DealEscrow.State.InterimPaid) revert DealNotAcceptingLoan(dealId, s);
+        Loan storage l = _loans[dealId];
+        if (l.status != Status.None) revert LoanAlreadyRequested(dealId);
+        l.lender = lender;
+        l.status = Status.Requested;
+        emit LoanRequested(dealId, buyer, lender, amount, credentials);
+    }
+
+    /// @notice The named lender approves `amount` (<= requested).
+    /// @param rateBps annual interest rate in basis points (<= 10000).
+    /// @param termMonths loan term in months (> 0).
+    /// @param maxSecured 채권최고액 of the mortgage to register at settlement (>= amount).
+    function approveLoan(uint256 dealId, uint256 amount, uint16 rateBps, uint16 termMonths, uint256 maxSecured)
+        external
+        onlyRole(LENDER_ROLE)
+    {
+        Loan storage l = _undecided(dealId);
+        if (amount == 0 || rateBps > 10000 || termMonths == 0 || maxSecured < amount || maxSecured > type(uint96).max)
+        {
+            revert InvalidLoanTerms(amount, rateBps, termMonths, maxSecured);
+        }
+        l.status = Status.Approved;
+        l.rateBps = rateBps;
+        l.termMonths = termMonths;
+        l.approvedAmount = uint96(amount);
+        l.maxSecured = uint96(maxSecured);
+        emit LoanApproved(dealId, msg.sender, amount, rateBps, termMonths, maxSecured);
+        _escrow.recordLoanDecision(dealId, amount);
+    }
+
+    /// @notice The named lender rejects the loan; the buyer then owes the whole balance.
+    function rejectLoan(uint256 dealId, uint16 reasonCode) external onlyRole(LENDER_ROLE) {
+        Loan storage l = _undecided(dealId);
+        l.status = Status.Rejected;
+        l.rejectReason = reasonCode;
+        emit LoanRejected(dealId, msg.sender, reasonCode);
+        _escrow.recordLoanDecision(dealId, 0);
+    }
+
+    /// @notice The approving lender disburses: pulls the approved amount from the lender (who approved this
+    /// contract) into the escrow and credits the deal. Needs deposit and interim paid.
+    function disburse(uint256 dealId) external onlyRole(LENDER_ROLE) {
+        Loan storage l = _loans[dealId];
+        if (l.status == Status.None) revert UnknownLoan(dealId);
+        if (l.lender != msg.sender) revert NotLoanLender(dealId, msg.sender);
+        if (l.status != Status.Approved) revert LoanNotInStatus(dealId, Status.Approved, l.status);
+        uint256 amount = l.approvedAmount;
+        l.status = Status.Disbursed;
+        emit LoanDisbursed(dealId, msg.sender, amount);
+        _token.safeTransferFrom(msg.sender, address(_escrow), amount);
+        _escrow.creditLoan(dealId, amount);
+    }
+
+    /// @notice The creditor of active mortgage entry `mortgageEntryIndex` on the deal's parcel states the payoff
+    /// (amount that discharges it) for this deal. Restating replaces the previous statement.
+    function statePayoff(uint256 dealId, uint256 mortgageEntryIndex, uint256 amount) external {
+        (bytes32 parcelId,,,, DealEscrow.State s) = _escrow.loanContext(dealId);
+        if (s >= DealEscrow.State.Settled) revert DealNotAcceptingLoan(dealId, s);
+        address creditor = _land.activeMortgageCreditor(parcelId, mortgageEntryIndex);
+        if (creditor == address(0)) revert NotActiveMortgage(dealId, mortgageEntryIndex);
+        if (creditor != msg.sender) revert NotMortgageCreditor(dealId, mortgageEntryIndex, msg.sender);
+        if (amount > type(uint96).max) revert AmountTooLarge(amount);
+        _payoffs[dealId][mortgageEntryIndex] = Payoff(msg.sender, uint96(amount));
+        emit PayoffStated(dealId, mortgageEntryIndex, msg.sender, amount);
+    }
+
+    /// @notice Settlement: the lender's mortgage was registered as 을구 entry `mortgageEntry`.
+    function recordSecured(uint256 dealId, uint256 mortgageEntry) external onlyRole(SETTLEMENT_ROLE) {
+        Loan storage l = _disbursed(dealId);
+        l.status = Status.Secured;
+        l.mortgageEntry = uint24(mortgageEntry);
+        emit LoanSecured(dealId, mortgageEntry);
+    }
+
+    /// @notice Settlement: the deal ended unsettled and the disbursed loan was credited back to the lender.
+    function recordReturned(uint256 dealId) external onlyRole(SETTLEMENT_ROLE) {
+        Loan storage l = _disbursed(dealId);
+        l.status = Status.Returned;
+        emit LoanReturned(dealId);
+    }
+
+    /// @notice The loan record of a deal (status None if never requested).
+    function loan(uint256 dealId) external view returns (Loan memory) {
+        return _loans[dealId];
+    }
+
+    /// @notice The payoff stated for mortgage entry `entryIndex` in deal `dealId` (creditor 0 = not stated).
+    function payoff(uint256 dealId, uint256 entryIndex) external view returns (address creditor, uint256 amount) {
+        Payoff storage p = _payoffs[dealId][entryIndex];
+        return (p.creditor, p.amount);
+    }
+
+    /// @notice The DealEscrow.
+    function escrow() external view returns (DealEscrow) {
+        return _escrow;
+    }
+
+    /// @notice The LandRegister.
+    function landRegister() external view returns (LandRegister) {
+        return _land;
+    }
+
+    /// @notice The loan currency (the escrow's DepositToken).
+    function token() external view returns (IERC20) {
+        return _token;
+    }
+
+    function _undecided(uint256 dealId) private view returns (Loan storage l) {
+        l = _loans[dealId];
+        if (l.status == Status.None) revert UnknownLoan(dealId);
+        if (l.lender != msg.sender) revert NotLoanLender(dealId, msg.sender);
+        if (l.status != Status.Requested) revert LoanAlreadyDecided(dealId, l.status);
+    }
+
+    function _disbursed(uint256 dealId) private view returns (Loan storage l) {
+        l = _loans[dealId];
+        if (l.status != Status.Disbursed) revert LoanNotInStatus(dealId, Status.Disbursed, l.status);
+    }
+}
