@@ -9,42 +9,63 @@ from eth_abi import decode, encode
 from eth_utils import function_signature_to_4byte_selector, keccak, to_checksum_address
 
 from chain.errors import ChainError
-from chain.revert import _canonical
 
 
 class AbiError(ChainError, ValueError):
     """A function or event is not in the ABI, or arguments do not fit it."""
 
 
-def _normalise(kind: str, value: Any) -> Any:
-    # eth_abi refuses lower-case addresses that are not checksummed; accept any case.
-    if kind == "address" and isinstance(value, str):
+def canonical(param: dict[str, Any]) -> str:
+    """The ABI type as it appears in a signature: tuples spelled out as (t1,t2,...)."""
+    kind = str(param["type"])
+    if kind.startswith("tuple"):
+        return "(" + ",".join(canonical(c) for c in param["components"]) + ")" + kind[5:]
+    return kind
+
+
+def to_python(param: dict[str, Any], value: Any) -> Any:
+    """A decoded value made friendly: checksummed addresses, 0x-hex bytes, structs as dicts."""
+    kind = str(param["type"])
+    if kind.endswith("]"):
+        inner = {**param, "type": kind[: kind.rindex("[")]}
+        return [to_python(inner, v) for v in value]
+    if kind == "tuple":
+        return {
+            c.get("name") or f"field{i}": to_python(c, v)
+            for i, (c, v) in enumerate(zip(param["components"], value, strict=True))
+        }
+    if kind == "address":
         return to_checksum_address(value)
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
     return value
 
 
-def _pythonise(types: list[str], values: tuple[Any, ...]) -> list[Any]:
-    out: list[Any] = []
-    for kind, value in zip(types, values, strict=True):
-        if kind == "address":
-            out.append(to_checksum_address(value))
-        elif kind == "address[]":
-            out.append([to_checksum_address(v) for v in value])
-        elif isinstance(value, bytes):
-            out.append("0x" + value.hex())
-        elif isinstance(value, tuple):
-            out.append(list(value))
-        else:
-            out.append(value)
-    return out
+def _to_abi(param: dict[str, Any], value: Any) -> Any:
+    """Accept what to_python returns (dicts for structs, any-case addresses) as input."""
+    kind = str(param["type"])
+    if kind.endswith("]"):
+        inner = {**param, "type": kind[: kind.rindex("[")]}
+        return [_to_abi(inner, v) for v in value]
+    if kind == "tuple":
+        comps = param["components"]
+        if isinstance(value, dict):
+            value = [value[c["name"]] for c in comps]
+        return tuple(_to_abi(c, v) for c, v in zip(comps, value, strict=True))
+    if kind == "address" and isinstance(value, str):
+        return to_checksum_address(value)
+    if kind.startswith("bytes") and isinstance(value, str) and value.startswith("0x"):
+        return bytes.fromhex(value[2:])
+    return value
 
 
 @dataclass(frozen=True)
 class Function:
     name: str
     inputs: list[str]
+    input_params: list[dict[str, Any]]
     outputs: list[str]
-    output_names: list[str]
+    output_params: list[dict[str, Any]]
     selector: bytes
     mutability: str
 
@@ -53,8 +74,8 @@ class Function:
 class Event:
     name: str
     topic: str
-    indexed: list[tuple[str, str]]
-    plain: list[tuple[str, str]]
+    indexed: list[dict[str, Any]]
+    plain: list[dict[str, Any]]
     order: list[str]
 
 
@@ -77,12 +98,13 @@ class ContractABI:
         self.events_by_name: dict[str, Event] = {}
         for item in abi:
             if item["type"] == "function":
-                inputs = [_canonical(p) for p in item["inputs"]]
+                inputs = [canonical(p) for p in item["inputs"]]
                 fn = Function(
                     name=item["name"],
                     inputs=inputs,
-                    outputs=[_canonical(p) for p in item.get("outputs", [])],
-                    output_names=[p.get("name") or "" for p in item.get("outputs", [])],
+                    input_params=item["inputs"],
+                    outputs=[canonical(p) for p in item.get("outputs", [])],
+                    output_params=item.get("outputs", []),
                     selector=function_signature_to_4byte_selector(
                         f"{item['name']}({','.join(inputs)})"
                     ),
@@ -90,21 +112,13 @@ class ContractABI:
                 )
                 self.functions.setdefault(fn.name, []).append(fn)
             elif item["type"] == "event" and not item.get("anonymous"):
-                types = [_canonical(p) for p in item["inputs"]]
+                types = [canonical(p) for p in item["inputs"]]
                 topic = "0x" + keccak(text=f"{item['name']}({','.join(types)})").hex()
                 ev = Event(
                     name=item["name"],
                     topic=topic,
-                    indexed=[
-                        (p["name"], t)
-                        for p, t in zip(item["inputs"], types, strict=True)
-                        if p["indexed"]
-                    ],
-                    plain=[
-                        (p["name"], t)
-                        for p, t in zip(item["inputs"], types, strict=True)
-                        if not p["indexed"]
-                    ],
+                    indexed=[p for p in item["inputs"] if p["indexed"]],
+                    plain=[p for p in item["inputs"] if not p["indexed"]],
                     order=[p["name"] for p in item["inputs"]],
                 )
                 self.events[topic] = ev
@@ -118,7 +132,12 @@ class ContractABI:
 
     def encode_call(self, name: str, *args: Any) -> str:
         fn = self.function(name, len(args))
-        values = [_normalise(t, a) for t, a in zip(fn.inputs, args, strict=True)]
+        try:
+            values = [_to_abi(p, a) for p, a in zip(fn.input_params, args, strict=True)]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise AbiError(
+                f"{name}: arguments do not fit ({', '.join(fn.inputs)}): {exc}"
+            ) from None
         try:
             return "0x" + (fn.selector + encode(fn.inputs, values)).hex()
         except Exception as exc:  # noqa: BLE001 - eth_abi raises many types for bad values
@@ -128,7 +147,8 @@ class ContractABI:
 
     def decode_output(self, name: str, nargs: int, data: bytes) -> Any:
         fn = self.function(name, nargs)
-        values = _pythonise(fn.outputs, decode(fn.outputs, data))
+        raw = decode(fn.outputs, data)
+        values = [to_python(p, v) for p, v in zip(fn.output_params, raw, strict=True)]
         return values[0] if len(values) == 1 else tuple(values)
 
     def topic(self, event: str) -> str:
@@ -143,15 +163,16 @@ class ContractABI:
         if ev is None or len(topics) != len(ev.indexed) + 1:
             return None
         args: dict[str, Any] = {}
-        for (name, kind), topic in zip(ev.indexed, topics[1:], strict=True):
+        for param, topic in zip(ev.indexed, topics[1:], strict=True):
             raw = bytes.fromhex(topic[2:])
+            kind = canonical(param)
             if kind in ("string", "bytes") or kind.endswith("]") or kind.startswith("("):
-                args[name] = "0x" + raw.hex()  # dynamic indexed values are stored hashed
+                args[param["name"]] = "0x" + raw.hex()  # dynamic indexed values are stored hashed
             else:
-                args[name] = _pythonise([kind], decode([kind], raw))[0]
-        plain_types = [k for _n, k in ev.plain]
-        values = _pythonise(plain_types, decode(plain_types, bytes.fromhex(log["data"][2:])))
-        args.update({n: v for (n, _k), v in zip(ev.plain, values, strict=True)})
+                args[param["name"]] = to_python(param, decode([kind], raw)[0])
+        plain_types = [canonical(p) for p in ev.plain]
+        values = decode(plain_types, bytes.fromhex(log["data"][2:]))
+        args.update({p["name"]: to_python(p, v) for p, v in zip(ev.plain, values, strict=True)})
         return DecodedLog(
             event=ev.name,
             args={k: args[k] for k in ev.order},

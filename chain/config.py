@@ -136,8 +136,18 @@ class ContractSpec(_Strict):
         return value
 
 
+class LinkSpec(_Strict):
+    """A one-time setter call wiring `contract` to `target` after both are deployed."""
+
+    contract: str
+    setter: str
+    getter: str
+    target: str
+
+
 class DeploymentSettings(_Strict):
     contracts: list[ContractSpec] = []
+    links: list[LinkSpec] = []
     # contract name -> role name -> account or contract names that receive the role
     roles: dict[str, dict[str, list[str]]] = {}
 

@@ -111,6 +111,14 @@ def deploy_project(session: ChainSession, deployer: str = "deployer") -> DeployR
         }
         deployed.append(item.name)
 
+    for link in spec.links:
+        for name in (link.contract, link.target):
+            if name not in addresses:
+                raise DeploymentError(f"deployment.links: {name!r} is not in deployment.contracts")
+        contract = session.contract(link.contract, addresses[link.contract])
+        if str(contract.call(link.getter)).lower() != addresses[link.target].lower():
+            contract.transact(sender, link.setter, addresses[link.target])
+
     granted: list[tuple[str, str, str]] = []
     for contract_name, roles in spec.roles.items():
         if contract_name not in addresses:

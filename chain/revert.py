@@ -6,8 +6,9 @@ from typing import Any
 
 from eth_abi import decode
 from eth_abi.exceptions import DecodingError
-from eth_utils import function_signature_to_4byte_selector, to_checksum_address
+from eth_utils import function_signature_to_4byte_selector
 
+from chain.abi import canonical, to_python
 from chain.errors import ContractRevert
 
 PANIC_REASONS = {
@@ -21,18 +22,11 @@ PANIC_REASONS = {
 }
 
 
-def _canonical(param: dict[str, Any]) -> str:
-    kind = str(param["type"])
-    if kind.startswith("tuple"):
-        return "(" + ",".join(_canonical(c) for c in param["components"]) + ")" + kind[5:]
-    return kind
-
-
 class ErrorDecoder:
     """Knows every custom error of the ABIs it was given (the project's contracts)."""
 
     def __init__(self, abis: list[list[dict[str, Any]]] | None = None) -> None:
-        self._errors: dict[bytes, tuple[str, list[str], list[str]]] = {}
+        self._errors: dict[bytes, tuple[str, list[str], list[dict[str, Any]]]] = {}
         self.add(
             [
                 {
@@ -50,10 +44,9 @@ class ErrorDecoder:
         for item in abi:
             if item.get("type") != "error":
                 continue
-            types = [_canonical(p) for p in item["inputs"]]
+            types = [canonical(p) for p in item["inputs"]]
             selector = function_signature_to_4byte_selector(f"{item['name']}({','.join(types)})")
-            names = [p.get("name") or f"arg{i}" for i, p in enumerate(item["inputs"])]
-            self._errors[selector] = (item["name"], types, names)
+            self._errors[selector] = (item["name"], types, item["inputs"])
 
     def decode(self, data: bytes, tx_hash: str | None = None) -> ContractRevert:
         if len(data) < 4:
@@ -61,25 +54,18 @@ class ErrorDecoder:
         known = self._errors.get(data[:4])
         if known is None:
             return ContractRevert("Unknown", {"selector": "0x" + data[:4].hex()}, data, tx_hash)
-        name, types, names = known
+        name, types, params = known
         try:
             values = decode(types, data[4:])
         except DecodingError:
             return ContractRevert(name, {"raw": "0x" + data[4:].hex()}, data, tx_hash)
-        args = {n: _plain(t, v) for n, t, v in zip(names, types, values, strict=True)}
+        args = {
+            p.get("name") or f"arg{i}": to_python(p, v)
+            for i, (p, v) in enumerate(zip(params, values, strict=True))
+        }
         if name == "Panic":
             args["reason"] = PANIC_REASONS.get(args["code"], "unknown panic")
         return ContractRevert(name, args, data, tx_hash)
-
-
-def _plain(kind: str, value: Any) -> Any:
-    if kind == "address":
-        return to_checksum_address(value)
-    if isinstance(value, bytes):
-        return "0x" + value.hex()
-    if isinstance(value, tuple):
-        return list(value)
-    return value
 
 
 def revert_data(error_data: Any) -> bytes | None:
