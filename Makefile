@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.package-lock.json
 
-.PHONY: setup demo test lint typecheck test-chain-ganache clean
+.PHONY: setup demo test lint typecheck test-chain-ganache slither clean
 
 setup: $(STAMP) $(NODE_STAMP)
 
@@ -39,6 +39,10 @@ test-chain-ganache: setup
 test: lint typecheck
 	$(BIN)/pytest -q
 	$(MAKE) --no-print-directory test-chain-ganache
+
+# Static analysis (informational: prints findings, fails only if Slither cannot run).
+slither: setup
+	scripts/slither.sh
 
 clean:
 	rm -rf build .deedchain deployments .pytest_cache .mypy_cache .ruff_cache
