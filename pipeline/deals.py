@@ -66,12 +66,6 @@ class LandUse(IntEnum):
     OTHER = 7
 
 
-class CredentialKind(IntEnum):
-    RESIDENT_REGISTRATION = 0
-    FAMILY_RELATION = 1
-    INCOME = 2
-
-
 def parcel_id(parcel_number: str) -> str:
     """The register's key for a parcel: keccak256 of its registry number, as LandRegister does."""
     return "0x" + keccak(text=parcel_number).hex()

@@ -99,6 +99,41 @@ def isolate(request: pytest.FixtureRequest) -> Iterator[None]:
     session.resync()
 
 
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    from tests.pg import postgres_server
+
+    with postgres_server() as url:
+        if url is None:
+            pytest.skip(
+                "no PostgreSQL here: install Debian's postgresql or set DEEDCHAIN_TEST_PG_URL"
+            )
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each database-backed test runs on SQLite and on PostgreSQL (a fresh schema each)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    base = request.getfixturevalue("pg_url")
+    name = "t_" + uuid.uuid4().hex[:12]
+    admin = create_engine(
+        base.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    yield base.rsplit("/", 1)[0] + "/" + name
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+    admin.dispose()
+
+
 @pytest.fixture
 def anvil_only(node_kind: str) -> None:
     if node_kind != "anvil":
