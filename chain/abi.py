@@ -105,9 +105,7 @@ class ContractABI:
                     input_params=item["inputs"],
                     outputs=[canonical(p) for p in item.get("outputs", [])],
                     output_params=item.get("outputs", []),
-                    selector=function_signature_to_4byte_selector(
-                        f"{item['name']}({','.join(inputs)})"
-                    ),
+                    selector=function_signature_to_4byte_selector(f"{item['name']}({','.join(inputs)})"),
                     mutability=item.get("stateMutability", "nonpayable"),
                 )
                 self.functions.setdefault(fn.name, []).append(fn)
@@ -135,15 +133,11 @@ class ContractABI:
         try:
             values = [_to_abi(p, a) for p, a in zip(fn.input_params, args, strict=True)]
         except (KeyError, TypeError, ValueError) as exc:
-            raise AbiError(
-                f"{name}: arguments do not fit ({', '.join(fn.inputs)}): {exc}"
-            ) from None
+            raise AbiError(f"{name}: arguments do not fit ({', '.join(fn.inputs)}): {exc}") from None
         try:
             return "0x" + (fn.selector + encode(fn.inputs, values)).hex()
         except Exception as exc:  # noqa: BLE001 - eth_abi raises many types for bad values
-            raise AbiError(
-                f"{name}{tuple(args)!r} does not fit ({', '.join(fn.inputs)}): {exc}"
-            ) from None
+            raise AbiError(f"{name}{tuple(args)!r} does not fit ({', '.join(fn.inputs)}): {exc}") from None
 
     def decode_output(self, name: str, nargs: int, data: bytes) -> Any:
         fn = self.function(name, nargs)

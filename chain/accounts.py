@@ -40,9 +40,7 @@ def load_signers(config: Config, network_name: str) -> dict[str, Signer]:
     network = config.networks[network_name]
     if network.embedded:
         return _dev_signers(config, network)
-    return {
-        name: Signer(name, _load_key(config, name, src)) for name, src in network.accounts.items()
-    }
+    return {name: Signer(name, _load_key(config, name, src)) for name, src in network.accounts.items()}
 
 
 def _dev_signers(config: Config, network: NetworkSettings) -> dict[str, Signer]:
@@ -50,9 +48,7 @@ def _dev_signers(config: Config, network: NetworkSettings) -> dict[str, Signer]:
     signers = {}
     for name, index in config.dev_accounts.items():
         if not 0 <= index < limit:
-            raise AccountError(
-                f"dev_accounts.{name}: index {index} outside the node's {limit} accounts"
-            )
+            raise AccountError(f"dev_accounts.{name}: index {index} outside the node's {limit} accounts")
         signers[name] = Signer(name, dev_account(network.cmd_settings.mnemonic, index))
     return signers
 

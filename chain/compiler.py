@@ -144,9 +144,7 @@ def compile_project(config: Config, force: bool = False) -> CompileResult:
         key = _cache_key(config.root, sorted(used), settings_key)
         if key == manifest["key"]:
             cached = {
-                name: Artifact.from_json(
-                    json.loads((build / "contracts" / f"{name}.json").read_text())
-                )
+                name: Artifact.from_json(json.loads((build / "contracts" / f"{name}.json").read_text()))
                 for name in manifest["contracts"]
             }
             return CompileResult(cached, True, manifest["compiler"], key)
@@ -161,9 +159,7 @@ def compile_project(config: Config, force: bool = False) -> CompileResult:
             continue  # libraries such as OpenZeppelin are compiled in, not deployed
         for name, out in contracts.items():
             if name in artifacts:
-                raise CompilerError(
-                    f"two contracts named {name}: {artifacts[name].source} and {source}"
-                )
+                raise CompilerError(f"two contracts named {name}: {artifacts[name].source} and {source}")
             bytecode = out["evm"]["bytecode"]["object"]
             artifacts[name] = Artifact(
                 name=name,

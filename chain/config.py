@@ -63,9 +63,7 @@ class CmdSettings(_Strict):
     accounts: int = Field(10, ge=1, le=1000)
     mnemonic: str = DEFAULT_MNEMONIC
     balance: int = Field(10_000, ge=1, description="ether per dev account")
-    state: str | None = Field(
-        None, description="file (anvil) or folder (ganache) kept across restarts"
-    )
+    state: str | None = Field(None, description="file (anvil) or folder (ganache) kept across restarts")
     block_time: float | None = Field(None, gt=0)
     gas_limit: int = Field(30_000_000, ge=1_000_000)
 
@@ -93,9 +91,7 @@ class NetworkSettings(_Strict):
     cmd_settings: CmdSettings = CmdSettings()
     confirmations: int = Field(0, ge=0, le=1000)
     timeout: float = Field(30.0, gt=0, description="seconds to wait for an RPC answer or a receipt")
-    gas_price: int | None = Field(
-        None, ge=0, description="fixed legacy price in wei; 0 for free chains"
-    )
+    gas_price: int | None = Field(None, ge=0, description="fixed legacy price in wei; 0 for free chains")
     priority_fee: int | None = Field(None, ge=0, description="EIP-1559 tip in wei")
     block_range: int = Field(2000, ge=1, description="largest get_logs window")
     poll_interval: float = Field(0.2, gt=0)
@@ -127,12 +123,8 @@ class ContractSpec(_Strict):
     @classmethod
     def _refs(cls, value: list[Any]) -> list[Any]:
         for arg in value:
-            if isinstance(arg, dict) and (
-                len(arg) != 1 or next(iter(arg)) not in ("account", "contract")
-            ):
-                raise ValueError(
-                    f"argument {arg!r} must be {{account: NAME}} or {{contract: NAME}}"
-                )
+            if isinstance(arg, dict) and (len(arg) != 1 or next(iter(arg)) not in ("account", "contract")):
+                raise ValueError(f"argument {arg!r} must be {{account: NAME}} or {{contract: NAME}}")
         return value
 
 

@@ -12,9 +12,7 @@ from chain.sender import Receipt, Sender
 
 
 class Contract:
-    def __init__(
-        self, name: str, address: str, abi: ContractABI, rpc: Rpc, errors: ErrorDecoder
-    ) -> None:
+    def __init__(self, name: str, address: str, abi: ContractABI, rpc: Rpc, errors: ErrorDecoder) -> None:
         self.name = name
         self.address = address
         self.abi = abi
@@ -27,9 +25,7 @@ class Contract:
     def encode(self, fn: str, *args: Any) -> str:
         return self.abi.encode_call(fn, *args)
 
-    def call(
-        self, fn: str, *args: Any, block: str | int = "latest", sender: str | None = None
-    ) -> Any:
+    def call(self, fn: str, *args: Any, block: str | int = "latest", sender: str | None = None) -> Any:
         """Read a view (one eth_call); a revert raises the decoded ContractRevert."""
         tx: dict[str, Any] = {"to": self.address, "data": self.encode(fn, *args)}
         if sender:
@@ -44,9 +40,7 @@ class Contract:
             raise self._errors.decode(data) from None
         return self.abi.decode_output(fn, len(args), bytes.fromhex(str(result)[2:]))
 
-    def send(
-        self, sender: Sender, fn: str, *args: Any, gas: int | None = None, value: int = 0
-    ) -> str:
+    def send(self, sender: Sender, fn: str, *args: Any, gas: int | None = None, value: int = 0) -> str:
         return sender.send(self.address, self.encode(fn, *args), gas=gas, value=value)
 
     def transact(

@@ -88,9 +88,7 @@ def deploy_project(session: ChainSession, deployer: str = "deployer") -> DeployR
                 addresses[item.name] = old["address"]
                 reused.append(item.name)
                 continue
-        ctor: dict[str, Any] = next(
-            (x for x in artifact.abi if x["type"] == "constructor"), {"inputs": []}
-        )
+        ctor: dict[str, Any] = next((x for x in artifact.abi if x["type"] == "constructor"), {"inputs": []})
         types = [p["type"] for p in ctor["inputs"]]
         if len(types) != len(args):
             raise DeploymentError(
@@ -131,19 +129,14 @@ def deploy_project(session: ChainSession, deployer: str = "deployer") -> DeployR
                 elif holder in session.signers:
                     who = session.signers[holder].address
                 else:
-                    raise DeploymentError(
-                        f"deployment.roles.{contract_name}.{role}: unknown {holder!r}"
-                    )
+                    raise DeploymentError(f"deployment.roles.{contract_name}.{role}: unknown {holder!r}")
                 if not contract.call("hasRole", role_id(role), who):
                     contract.transact(sender, "grantRole", role_id(role), who)
                     granted.append((contract_name, role, who))
 
     record["contracts"] = {k: v for k, v in record["contracts"].items() if k in addresses}
     record["roles"] = {
-        c: {
-            r: [addresses.get(h) or session.signers[h].address for h in hs]
-            for r, hs in roles.items()
-        }
+        c: {r: [addresses.get(h) or session.signers[h].address for h in hs] for r, hs in roles.items()}
         for c, roles in spec.roles.items()
     }
     file.parent.mkdir(parents=True, exist_ok=True)

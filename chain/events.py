@@ -123,9 +123,7 @@ class EventStream:
         """Read the next bounded range of confirmed blocks (possibly empty)."""
         ancestor = self._check_reorg()
         if ancestor is not None:
-            self.cursor = Cursor(
-                ancestor + 1, {n: h for n, h in self.cursor.hashes.items() if n <= ancestor}
-            )
+            self.cursor = Cursor(ancestor + 1, {n: h for n, h in self.cursor.hashes.items() if n <= ancestor})
             return Batch([], Cursor(self.cursor.next_block, dict(self.cursor.hashes)), ancestor)
         head = int(self.rpc.call("eth_blockNumber"), 16)
         safe = head - self.confirmations
@@ -186,16 +184,12 @@ class SqliteCursorStore:
         self.path = str(path)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS cursors (stream TEXT PRIMARY KEY, cursor TEXT NOT NULL)"
-        )
+        self._db.execute("CREATE TABLE IF NOT EXISTS cursors (stream TEXT PRIMARY KEY, cursor TEXT NOT NULL)")
         self._lock = threading.Lock()
 
     def load(self, stream: str) -> Cursor | None:
         with self._lock:
-            row = self._db.execute(
-                "SELECT cursor FROM cursors WHERE stream = ?", (stream,)
-            ).fetchone()
+            row = self._db.execute("SELECT cursor FROM cursors WHERE stream = ?", (stream,)).fetchone()
         return Cursor.from_json(row[0]) if row else None
 
     def save(self, stream: str, cursor: Cursor) -> None:

@@ -73,9 +73,7 @@ class Rpc:
 
     def call(self, method: str, params: list[Any] | None = None) -> Any:
         """One call; an error object raises RpcError with its code and data."""
-        answer = self._post(
-            {"jsonrpc": "2.0", "id": next(_ids), "method": method, "params": params or []}
-        )
+        answer = self._post({"jsonrpc": "2.0", "id": next(_ids), "method": method, "params": params or []})
         if "error" in answer:
             raise _error(method, answer["error"])
         return answer.get("result")
@@ -86,8 +84,7 @@ class Rpc:
             return []
         first = next(_ids)
         payload = [
-            {"jsonrpc": "2.0", "id": first + i, "method": m, "params": p}
-            for i, (m, p) in enumerate(calls)
+            {"jsonrpc": "2.0", "id": first + i, "method": m, "params": p} for i, (m, p) in enumerate(calls)
         ]
         answers = self._post(payload)
         if not isinstance(answers, list):
@@ -96,13 +93,9 @@ class Rpc:
         out: list[Any] = []
         for i, (method, _params) in enumerate(calls):
             answer = by_id.get(first + i, {"error": {"message": "missing from batch answer"}})
-            out.append(
-                _error(method, answer["error"]) if "error" in answer else answer.get("result")
-            )
+            out.append(_error(method, answer["error"]) if "error" in answer else answer.get("result"))
         return out
 
 
 def _error(method: str, error: dict[str, Any]) -> RpcError:
-    return RpcError(
-        f"{method}: {error.get('message', error)}", error.get("code"), error.get("data")
-    )
+    return RpcError(f"{method}: {error.get('message', error)}", error.get("code"), error.get("data"))

@@ -40,6 +40,15 @@ class Receipt:
         )
 
 
+@dataclass(frozen=True)
+class SignedTx:
+    """A signed transaction kept for (re)broadcast: an outbox entry survives a crash."""
+
+    raw: str
+    hash: str
+    nonce: int
+
+
 class FeePolicy:
     """EIP-1559 where blocks carry a base fee, a legacy price elsewhere, a fixed price if set."""
 
@@ -128,9 +137,7 @@ class Sender:
         for _attempt in range(3):
             with self._lock:
                 if self._nonce is None:
-                    self._nonce = int(
-                        self.rpc.call("eth_getTransactionCount", [self.address, "pending"]), 16
-                    )
+                    self._nonce = int(self.rpc.call("eth_getTransactionCount", [self.address, "pending"]), 16)
                 tx["nonce"] = self._nonce
                 signed = self.account.sign_transaction(tx)
                 raw = "0x" + signed.raw_transaction.hex()
@@ -151,9 +158,51 @@ class Sender:
                         raise TransactionError(f"node refused the transaction: {exc}") from None
                 self._nonce += 1
                 return tx_hash
-        raise TransactionError(
-            f"nonce for {self.address} kept colliding; is another process sending?"
-        )
+        raise TransactionError(f"nonce for {self.address} kept colliding; is another process sending?")
+
+    def sign_batch(self, calls: list[tuple[str, str, int]]) -> list[SignedTx]:
+        """Sign (to, data, gas) calls with consecutive nonces, without sending them.
+
+        The caller stores them (an outbox) and then broadcasts them in order; if it cannot,
+        it must call resync() so the unused nonces are given out again.
+        """
+        fees = self.fees.fields()
+        with self._lock:
+            if self._nonce is None:
+                self._nonce = int(self.rpc.call("eth_getTransactionCount", [self.address, "pending"]), 16)
+            out = []
+            for to, data, gas in calls:
+                tx: dict[str, Any] = {
+                    "chainId": self.chain_id,
+                    "to": to,
+                    "gas": gas,
+                    "value": 0,
+                    "data": data,
+                }
+                tx.update(fees)
+                tx["nonce"] = self._nonce
+                signed = self.account.sign_transaction(tx)
+                out.append(
+                    SignedTx("0x" + signed.raw_transaction.hex(), "0x" + signed.hash.hex(), self._nonce)
+                )
+                self._nonce += 1
+            return out
+
+    def broadcast(self, signed: SignedTx) -> None:
+        """Hand a signed transaction to the node; a repeat of one already known or mined is fine."""
+        try:
+            self.rpc.call("eth_sendRawTransaction", [signed.raw])
+        except RpcError as exc:
+            message = str(exc).lower()
+            if "already known" in message:
+                return
+            if any(s in message for s in _NONCE_USED):
+                if self.rpc.call("eth_getTransactionReceipt", [signed.hash]) is not None:
+                    return  # mined before a crash: nothing to do
+                raise TransactionError(
+                    f"nonce {signed.nonce} of {signed.hash} was used by another tx"
+                ) from None
+            raise TransactionError(f"node refused {signed.hash}: {exc}") from None
 
     def wait(self, tx_hash: str, timeout: float | None = None) -> Receipt:
         """The receipt, once mined; a failed transaction raises its decoded ContractRevert."""
@@ -167,23 +216,17 @@ class Sender:
                     raise self._replay_failure(tx_hash, receipt)
                 return receipt
             if time.monotonic() >= deadline:
-                raise TransactionTimeout(
-                    f"no receipt for {tx_hash} after {timeout or self.timeout:.0f}s"
-                )
+                raise TransactionTimeout(f"no receipt for {tx_hash} after {timeout or self.timeout:.0f}s")
             time.sleep(delay)
             delay = min(delay * 2, self.poll_interval)
 
-    def transact(
-        self, to: str | None, data: str, *, value: int = 0, gas: int | None = None
-    ) -> Receipt:
+    def transact(self, to: str | None, data: str, *, value: int = 0, gas: int | None = None) -> Receipt:
         return self.wait(self.send(to, data, value=value, gas=gas))
 
     def call(self, to: str, data: str, block: str = "latest") -> bytes:
         """eth_call from this account; a revert raises its decoded ContractRevert."""
         try:
-            result = self.rpc.call(
-                "eth_call", [{"from": self.address, "to": to, "data": data}, block]
-            )
+            result = self.rpc.call("eth_call", [{"from": self.address, "to": to, "data": data}, block])
         except RpcError as exc:
             raise self._as_revert(exc) from None
         return bytes.fromhex(str(result)[2:])
@@ -210,6 +253,4 @@ class Sender:
                 return ContractRevert(found.name, found.args_by_name, found.data, tx_hash)
         if receipt.gas_used >= int(tx["gas"], 16):
             return TransactionError(f"{tx_hash} ran out of gas ({receipt.gas_used} used)")
-        return ContractRevert(
-            "Unknown", {"reason": "reverted; replay did not reproduce it"}, b"", tx_hash
-        )
+        return ContractRevert("Unknown", {"reason": "reverted; replay did not reproduce it"}, b"", tx_hash)

@@ -71,9 +71,7 @@ class ChainSession:
         else:
             urls = [settings.host, *settings.fallback_hosts]
         try:
-            return cls(
-                cfg, name, Rpc(urls, timeout=settings.timeout), node, artifacts, deployments_dir
-            )
+            return cls(cfg, name, Rpc(urls, timeout=settings.timeout), node, artifacts, deployments_dir)
         except BaseException:
             if node:
                 node.stop()
@@ -105,9 +103,7 @@ class ChainSession:
     def contract(self, name: str, address: str | None = None) -> Contract:
         """A contract by name, at `address` or at its recorded deployment on this chain."""
         if address is None:
-            address = load_deployment(self.deployments_dir, self.chain_id)["contracts"][name][
-                "address"
-            ]
+            address = load_deployment(self.deployments_dir, self.chain_id)["contracts"][name]["address"]
         return Contract(name, address, self.abi(name), self.rpc, self.errors)
 
     def sender(self, name: str) -> Sender:

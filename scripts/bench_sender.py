@@ -48,9 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with (
         tempfile.TemporaryDirectory() as tmp,
-        ChainSession.open(
-            "development", config, persist=False, deployments_dir=Path(tmp)
-        ) as session,
+        ChainSession.open("development", config, persist=False, deployments_dir=Path(tmp)) as session,
     ):
         token = session.contract("DepositToken", deploy_project(session).addresses["DepositToken"])
         rpc = session.rpc
@@ -76,9 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         last = None
         for start in range(0, len(raws), 200):
-            results = rpc.batch(
-                [("eth_sendRawTransaction", [r]) for r in raws[start : start + 200]]
-            )
+            results = rpc.batch([("eth_sendRawTransaction", [r]) for r in raws[start : start + 200]])
             last = results[-1]
         assert isinstance(last, str), last
         session.sender("lender").wait(last)

@@ -33,9 +33,7 @@ def _cmd_node(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     name, network = config.network(args.network)
     node = EmbeddedNode(config, network, name=name).start()
-    print(
-        f"{network.cmd} for network {name!r} on {node.url}; state in {node.state}. Ctrl-C stops it."
-    )
+    print(f"{network.cmd} for network {name!r} on {node.url}; state in {node.state}. Ctrl-C stops it.")
     try:
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
     finally:
@@ -98,9 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "compile":
             p.add_argument("--force", action="store_true", help="ignore the cache")
         if name == "demo":
-            p.add_argument(
-                "--json", action="store_true", help="print one JSON object as the last line"
-            )
+            p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     return parser
 
 

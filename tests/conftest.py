@@ -28,9 +28,7 @@ NETWORK_FOR = {
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--node", default="anvil", choices=sorted(NETWORK_FOR), help="node to test against"
-    )
+    parser.addoption("--node", default="anvil", choices=sorted(NETWORK_FOR), help="node to test against")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -105,9 +103,7 @@ def pg_url() -> Iterator[str]:
 
     with postgres_server() as url:
         if url is None:
-            pytest.skip(
-                "no PostgreSQL here: install Debian's postgresql or set DEEDCHAIN_TEST_PG_URL"
-            )
+            pytest.skip("no PostgreSQL here: install Debian's postgresql or set DEEDCHAIN_TEST_PG_URL")
         yield url
 
 

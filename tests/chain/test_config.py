@@ -92,9 +92,7 @@ def test_bad_yaml_and_missing_file(tmp_path):
 
 
 def test_bad_remapping_and_url(tmp_path):
-    text = BASE.format(port=0).replace(
-        "version: 0.8.28", "version: 0.8.28\n    remappings: ['nope']"
-    )
+    text = BASE.format(port=0).replace("version: 0.8.28", "version: 0.8.28\n    remappings: ['nope']")
     with pytest.raises(ConfigError, match=r"compiler\.solc\.remappings: .*prefix=path"):
         load_config(write(tmp_path, text))
     text = BASE.format(port=0).replace("host: http://127.0.0.1\n", "host: localhost:8545\n")

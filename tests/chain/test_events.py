@@ -122,8 +122,6 @@ def test_reorg_deeper_than_memory_is_loud(chain, token, anvil_only):
     stream = stream_for(chain, token)
     mint(chain, token, Account.create().address, 1)
     drain(stream)
-    stream.cursor = Cursor(
-        stream.cursor.next_block, {n: "0x" + "00" * 32 for n in stream.cursor.hashes}
-    )
+    stream.cursor = Cursor(stream.cursor.next_block, {n: "0x" + "00" * 32 for n in stream.cursor.hashes})
     with pytest.raises(ReorgTooDeep):
         stream.poll()

@@ -29,13 +29,9 @@ def test_eight_threads_one_sender_no_gaps_no_duplicates(chain, token):
         hashes = [h for batch in pool.map(work, recipients) for h in batch]
     receipts = [bank.wait(h) for h in hashes]
     assert all(r.status == 1 for r in receipts)
-    nonces = sorted(
-        int(chain.rpc.call("eth_getTransactionByHash", [h])["nonce"], 16) for h in hashes
-    )
+    nonces = sorted(int(chain.rpc.call("eth_getTransactionByHash", [h])["nonce"], 16) for h in hashes)
     assert nonces == list(range(start, start + 200))
-    assert (
-        int(chain.rpc.call("eth_getTransactionCount", [bank.address, "latest"]), 16) == start + 200
-    )
+    assert int(chain.rpc.call("eth_getTransactionCount", [bank.address, "latest"]), 16) == start + 200
     expected = sum(range(1, 26))
     assert [token.call("balanceOf", r) for r in recipients] == [expected] * 8
 
@@ -65,9 +61,7 @@ def test_custom_error_decoded_at_estimation(chain, token):
 def test_mined_revert_is_replayed_and_decoded(chain, token):
     seller, buyer = chain.signers["seller"].address, chain.signers["buyer"].address
     with pytest.raises(ContractRevert) as err:
-        token.transact(
-            chain.sender("seller"), "transfer", buyer, 7, gas=100_000
-        )  # skips estimation
+        token.transact(chain.sender("seller"), "transfer", buyer, 7, gas=100_000)  # skips estimation
     assert err.value.name == "ERC20InsufficientBalance"
     assert err.value.args_by_name == {"sender": seller, "balance": 0, "needed": 7}
     assert err.value.tx_hash is not None
@@ -98,9 +92,7 @@ def test_fee_modes(chain, token):
     dynamic = FeePolicy(chain.rpc).fields()
     assert dynamic["maxFeePerGas"] >= 2 * base and "gasPrice" not in dynamic
     key = chain.signers["bank"].account
-    legacy = Sender(
-        chain.rpc, key, chain.chain_id, fees=FeePolicy(chain.rpc, gas_price=3 * base + 1)
-    )
+    legacy = Sender(chain.rpc, key, chain.chain_id, fees=FeePolicy(chain.rpc, gas_price=3 * base + 1))
     receipt = token.transact(legacy, "mint", chain.signers["buyer"].address, 3)
     tx = chain.rpc.call("eth_getTransactionByHash", [receipt.tx_hash])
     assert int(tx["type"], 16) == 0 and int(tx["gasPrice"], 16) == 3 * base + 1

@@ -88,9 +88,7 @@ class World:
         return int(self.token.call("balanceOf", address))
 
     # --- register -------------------------------------------------------------------------
-    def register_parcel(
-        self, owner: str | LocalAccount = "seller", number: str | None = None
-    ) -> str:
+    def register_parcel(self, owner: str | LocalAccount = "seller", number: str | None = None) -> str:
         self._parcels += 1
         number = number or f"1168010600-1-{self._parcels:04d}-{self.now() % 100000}"
         self.tx(
@@ -176,9 +174,7 @@ class World:
         data = accept_terms_typed_data(read_domain(self.escrow), deal_id, terms, nonce, expiry)
         return expiry, sign_typed_data(signer, data)
 
-    def accept(
-        self, deal_id: int, terms: DealTerms, party: Party, who: str | LocalAccount
-    ) -> Receipt:
+    def accept(self, deal_id: int, terms: DealTerms, party: Party, who: str | LocalAccount) -> Receipt:
         expiry, sig = self.signature(deal_id, terms, who)
         return self.tx("broker", self.escrow, "acceptTerms", deal_id, party, expiry, sig)
 

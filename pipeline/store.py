@@ -1,0 +1,325 @@
+"""The oracles' persistence: cursors, processed events, effects (an outbox), metrics.
+
+Exactly-once comes from one rule: the processed-event key, the cursor and the effect's
+record (with its signed transactions) are written in ONE database transaction. After a crash
+the event is either not processed (it is read again from the cursor and handled again; the
+adapters answer a repeated request id with the same answer) or it is, and its signed
+transactions are in the outbox to be broadcast again (a repeat of a mined tx is a no-op).
+Effects are keyed by what they do ("decision:7"), not by the event, so a re-included event
+after a reorg, or an event delivered twice, cannot cause a second effect.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, text
+
+from chain.events import Cursor
+from chain.sender import SignedTx
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS oracle_cursors (
+        oracle VARCHAR(64) PRIMARY KEY, cursor TEXT NOT NULL, updated_at DOUBLE PRECISION NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS oracle_events (
+        oracle VARCHAR(64) NOT NULL, event_key VARCHAR(200) NOT NULL, block_number BIGINT NOT NULL,
+        effect_key VARCHAR(200), seen_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (oracle, event_key))""",
+    """CREATE TABLE IF NOT EXISTS oracle_effects (
+        effect_key VARCHAR(200) PRIMARY KEY, oracle VARCHAR(64) NOT NULL, deal_id BIGINT,
+        kind VARCHAR(64) NOT NULL, status VARCHAR(16) NOT NULL, source_event VARCHAR(200) NOT NULL,
+        source_block BIGINT NOT NULL, answer TEXT NOT NULL, txs TEXT NOT NULL, error TEXT,
+        seen_at DOUBLE PRECISION NOT NULL, done_at DOUBLE PRECISION, latency_ms DOUBLE PRECISION,
+        updated_at DOUBLE PRECISION NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS oracle_effects_status ON oracle_effects (oracle, status)",
+    "CREATE INDEX IF NOT EXISTS oracle_effects_deal ON oracle_effects (deal_id)",
+    """CREATE TABLE IF NOT EXISTS oracle_orphans (
+        effect_key VARCHAR(200) NOT NULL, oracle VARCHAR(64) NOT NULL, source_event VARCHAR(200) NOT NULL,
+        txs TEXT NOT NULL, orphaned_at DOUBLE PRECISION NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS oracle_counters (
+        oracle VARCHAR(64) NOT NULL, name VARCHAR(64) NOT NULL, value BIGINT NOT NULL,
+        PRIMARY KEY (oracle, name))""",
+    """CREATE TABLE IF NOT EXISTS wallet_credentials (
+        hash VARCHAR(66) PRIMARY KEY, subject VARCHAR(42) NOT NULL, document TEXT NOT NULL,
+        signature VARCHAR(132) NOT NULL, stored_at DOUBLE PRECISION NOT NULL)""",
+]
+
+OPEN_STATUSES = ("signed",)
+
+
+@dataclass(frozen=True)
+class Effect:
+    key: str
+    oracle: str
+    deal_id: int | None
+    kind: str
+    status: str  # signed -> mined | reverted; parked; (orphaned effects move to oracle_orphans)
+    source_event: str
+    source_block: int
+    answer: dict[str, Any]
+    txs: list[SignedTx]
+    error: str | None
+    seen_at: float
+    latency_ms: float | None
+
+
+def _effect(row: Any) -> Effect:
+    return Effect(
+        key=row.effect_key,
+        oracle=row.oracle,
+        deal_id=row.deal_id,
+        kind=row.kind,
+        status=row.status,
+        source_event=row.source_event,
+        source_block=row.source_block,
+        answer=json.loads(row.answer),
+        txs=[SignedTx(**t) for t in json.loads(row.txs)],
+        error=row.error,
+        seen_at=row.seen_at,
+        latency_ms=row.latency_ms,
+    )
+
+
+class OracleStore:
+    def __init__(self, engine: Engine, oracle: str) -> None:
+        self.engine = engine
+        self.oracle = oracle
+        with engine.begin() as conn:
+            for statement in SCHEMA:
+                conn.execute(text(statement))
+
+    # --- reads -----------------------------------------------------------------------------
+    def load_cursor(self) -> Cursor | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                text("SELECT cursor FROM oracle_cursors WHERE oracle = :o"), {"o": self.oracle}
+            ).first()
+        return Cursor.from_json(row[0]) if row else None
+
+    def is_processed(self, event_key: str) -> bool:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                text("SELECT 1 FROM oracle_events WHERE oracle = :o AND event_key = :k"),
+                {"o": self.oracle, "k": event_key},
+            ).first()
+        return row is not None
+
+    def effect(self, key: str) -> Effect | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(text("SELECT * FROM oracle_effects WHERE effect_key = :k"), {"k": key}).first()
+        return _effect(row) if row else None
+
+    def effects(self, status: str | None = None, deal_id: int | None = None) -> list[Effect]:
+        sql = "SELECT * FROM oracle_effects WHERE oracle = :o"
+        params: dict[str, Any] = {"o": self.oracle}
+        if status:
+            sql += " AND status = :s"
+            params["s"] = status
+        if deal_id is not None:
+            sql += " AND deal_id = :d"
+            params["d"] = deal_id
+        with self.engine.connect() as conn:
+            rows = conn.execute(text(sql + " ORDER BY seen_at"), params).fetchall()
+        return [_effect(r) for r in rows]
+
+    def counters(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT name, value FROM oracle_counters WHERE oracle = :o"),
+                {"o": self.oracle},
+            ).fetchall()
+        return {r.name: int(r.value) for r in rows}
+
+    # --- writes: each is one transaction -----------------------------------------------------
+    def _event(self, conn: Connection, event_key: str, block: int, effect_key: str | None) -> None:
+        conn.execute(
+            text(
+                "INSERT INTO oracle_events (oracle, event_key, block_number, effect_key, seen_at) "
+                "VALUES (:o, :k, :b, :e, :t)"
+            ),
+            {"o": self.oracle, "k": event_key, "b": block, "e": effect_key, "t": time.time()},
+        )
+
+    def _cursor(self, conn: Connection, cursor: Cursor) -> None:
+        params = {"o": self.oracle, "c": cursor.to_json(), "t": time.time()}
+        updated = conn.execute(
+            text("UPDATE oracle_cursors SET cursor = :c, updated_at = :t WHERE oracle = :o"), params
+        ).rowcount
+        if not updated:
+            conn.execute(
+                text("INSERT INTO oracle_cursors (oracle, cursor, updated_at) VALUES (:o, :c, :t)"),
+                params,
+            )
+
+    def save_cursor(self, cursor: Cursor) -> None:
+        with self.engine.begin() as conn:
+            self._cursor(conn, cursor)
+
+    def record_skip(self, event_key: str, block: int, cursor: Cursor, effect_key: str | None = None) -> None:
+        """The event needs nothing (not ours, not ready, or its effect already exists)."""
+        with self.engine.begin() as conn:
+            self._event(conn, event_key, block, effect_key)
+            self._cursor(conn, cursor)
+
+    def record_effect(
+        self,
+        *,
+        event_key: str,
+        block: int,
+        cursor: Cursor,
+        effect_key: str,
+        deal_id: int | None,
+        kind: str,
+        answer: dict[str, Any],
+        txs: list[SignedTx],
+        seen_at: float,
+        status: str = "signed",
+        error: str | None = None,
+    ) -> None:
+        """Processed event + effect (with its signed transactions) + cursor, atomically."""
+        with self.engine.begin() as conn:
+            self._event(conn, event_key, block, effect_key)
+            conn.execute(
+                text(
+                    "INSERT INTO oracle_effects (effect_key, oracle, deal_id, kind, status, source_event, "
+                    "source_block, answer, txs, error, seen_at, updated_at) VALUES "
+                    "(:k, :o, :d, :kind, :s, :e, :b, :a, :txs, :err, :seen, :now)"
+                ),
+                {
+                    "k": effect_key,
+                    "o": self.oracle,
+                    "d": deal_id,
+                    "kind": kind,
+                    "s": status,
+                    "e": event_key,
+                    "b": block,
+                    "a": json.dumps(answer),
+                    "txs": json.dumps([t.__dict__ for t in txs]),
+                    "err": error,
+                    "seen": seen_at,
+                    "now": time.time(),
+                },
+            )
+            self._cursor(conn, cursor)
+            if status == "parked":
+                self._bump(conn, "parked", 1)
+
+    def finish(self, effect_key: str, status: str, error: str | None = None) -> float | None:
+        """Mark an effect mined (or reverted); returns its reaction latency in ms."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                text("SELECT seen_at FROM oracle_effects WHERE effect_key = :k"), {"k": effect_key}
+            ).first()
+            latency = (now - row.seen_at) * 1000 if row else None
+            conn.execute(
+                text(
+                    "UPDATE oracle_effects SET status = :s, error = :e, done_at = :t, latency_ms = :l, "
+                    "updated_at = :t WHERE effect_key = :k"
+                ),
+                {"s": status, "e": error, "t": now, "l": latency, "k": effect_key},
+            )
+            if status == "reverted":
+                self._bump(conn, "reverted", 1)
+        return latency
+
+    def retry_parked(self, effect_key: str) -> bool:
+        """Forget a parked effect so the next matching event (or a replay) tries it again."""
+        with self.engine.begin() as conn:
+            gone = conn.execute(
+                text("DELETE FROM oracle_effects WHERE effect_key = :k AND status = 'parked'"),
+                {"k": effect_key},
+            ).rowcount
+            conn.execute(
+                text("UPDATE oracle_events SET effect_key = NULL WHERE effect_key = :k"),
+                {"k": effect_key},
+            )
+        return bool(gone)
+
+    def orphan_after(self, block: int) -> list[Effect]:
+        """A reorg dropped blocks after `block`: forget their events, and move effects whose
+        source event is gone to oracle_orphans so the re-included event can act afresh."""
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                text("SELECT * FROM oracle_effects WHERE oracle = :o AND source_block > :b"),
+                {"o": self.oracle, "b": block},
+            ).fetchall()
+            for row in rows:
+                conn.execute(
+                    text(
+                        "INSERT INTO oracle_orphans (effect_key, oracle, source_event, txs, orphaned_at) "
+                        "VALUES (:k, :o, :e, :txs, :t)"
+                    ),
+                    {
+                        "k": row.effect_key,
+                        "o": self.oracle,
+                        "e": row.source_event,
+                        "txs": row.txs,
+                        "t": time.time(),
+                    },
+                )
+                conn.execute(text("DELETE FROM oracle_effects WHERE effect_key = :k"), {"k": row.effect_key})
+            conn.execute(
+                text("DELETE FROM oracle_events WHERE oracle = :o AND block_number > :b"),
+                {"o": self.oracle, "b": block},
+            )
+            self._bump(conn, "orphaned", len(rows))
+        return [_effect(r) for r in rows]
+
+    def _bump(self, conn: Connection, name: str, by: int) -> None:
+        if not by:
+            return
+        params = {"o": self.oracle, "n": name, "v": by}
+        updated = conn.execute(
+            text("UPDATE oracle_counters SET value = value + :v WHERE oracle = :o AND name = :n"),
+            params,
+        ).rowcount
+        if not updated:
+            conn.execute(
+                text("INSERT INTO oracle_counters (oracle, name, value) VALUES (:o, :n, :v)"),
+                params,
+            )
+
+    def bump(self, name: str, by: int = 1) -> None:
+        with self.engine.begin() as conn:
+            self._bump(conn, name, by)
+
+
+class WalletStore:
+    """E-certificates the parties submitted online, by hash, for the bank oracle to present."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        with engine.begin() as conn:
+            for statement in SCHEMA:
+                conn.execute(text(statement))
+
+    def put(self, hash_: str, subject: str, document: dict[str, Any], signature: str) -> None:
+        with self.engine.begin() as conn:
+            exists = conn.execute(
+                text("SELECT 1 FROM wallet_credentials WHERE hash = :h"), {"h": hash_}
+            ).first()
+            if not exists:
+                conn.execute(
+                    text(
+                        "INSERT INTO wallet_credentials (hash, subject, document, signature, stored_at) "
+                        "VALUES (:h, :s, :d, :sig, :t)"
+                    ),
+                    {
+                        "h": hash_,
+                        "s": subject,
+                        "d": json.dumps(document),
+                        "sig": signature,
+                        "t": time.time(),
+                    },
+                )
+
+    def get(self, hash_: str) -> tuple[dict[str, Any], str] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                text("SELECT document, signature FROM wallet_credentials WHERE hash = :h"),
+                {"h": hash_},
+            ).first()
+        return (json.loads(row.document), row.signature) if row else None
