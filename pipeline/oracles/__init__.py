@@ -1,0 +1,1 @@
+"""Oracles: the only place where the chain and the institutions' adapters meet."""

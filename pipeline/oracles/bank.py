@@ -1,0 +1,145 @@
+"""The bank oracle: loan decisions, disbursements and payoff statements for one bank.
+
+It acts with its bank's own key (LENDER_ROLE on LoanBook, BANK_ROLE on the token) and asks
+its bank's adapter (the reference bank, or the bank's HTTP hook).
+"""
+
+from __future__ import annotations
+
+from chain.events import ChainEvent
+from pipeline.adapters.protocols import (
+    BankAdapter,
+    CredentialDocument,
+    DisbursementRequest,
+    LoanApplication,
+    PayoffRequest,
+    PresentedCredential,
+)
+from pipeline.deals import State
+from pipeline.oracles.base import Action, Call, Oracle, Parked, Plan
+from pipeline.store import WalletStore
+
+MAX_UINT = 2**256 - 1
+GAS = {
+    "approveLoan": 160_000,
+    "rejectLoan": 130_000,
+    "mint": 110_000,
+    "disburse": 180_000,
+    "statePayoff": 130_000,
+}
+
+
+class BankOracle(Oracle):
+    name = "bank"
+
+    def __init__(self, *, adapter: BankAdapter, wallet: WalletStore, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.adapter = adapter
+        self.wallet = wallet
+        self.escrow = self.contracts["DealEscrow"]
+        self.loans = self.contracts["LoanBook"]
+        self.token = self.contracts["DepositToken"]
+        self.land = self.contracts["LandRegister"]
+        self.creds = self.contracts["CredentialRegistry"]
+
+    def recover(self) -> None:
+        super().recover()
+        # One standing allowance lets every disbursement be two transactions, not three.
+        if int(self.token.call("allowance", self.me, self.loans.address)) < MAX_UINT // 2:
+            self.token.transact(self.sender, "approve", self.loans.address, MAX_UINT)
+
+    def plan(self, event: ChainEvent) -> Plan | None:
+        a = event.args
+        if event.contract == "LoanBook" and event.event == "LoanRequested":
+            if a["lender"] != self.me:
+                return None
+            return Plan(f"decision:{a['dealId']}", a["dealId"], "loan_decision")
+        if event.contract == "DealEscrow" and event.event in ("LoanDecisionRecorded", "PaymentReceived"):
+            if a["state"] != State.LOAN_APPROVED:
+                return None
+            _parcel, _buyer, lender, _amount, _state = self.escrow.call("loanContext", a["dealId"])
+            if lender != self.me:
+                return None
+            return Plan(f"disburse:{a['dealId']}", a["dealId"], "disbursement")
+        if event.contract == "DealEscrow" and event.event == "RegistrationRequested":
+            terms = self.escrow.call("terms", a["dealId"])
+            parcel = terms["parcelId"]
+            mine = [
+                i for i in self.land.call("activeMortgages", parcel)
+                if self.land.call("activeMortgageCreditor", parcel, i) == self.me
+            ]  # fmt: skip
+            if not mine:
+                return None
+            return Plan(f"payoff:{a['dealId']}", a["dealId"], "payoff", {"parcel": parcel, "entries": mine})
+        return None
+
+    def execute(self, plan: Plan, event: ChainEvent) -> Action | None:
+        deal = int(plan.deal_id or 0)
+        if plan.kind == "loan_decision":
+            return self._decide(plan, event, deal)
+        if plan.kind == "disbursement":
+            loan = self.loans.call("loan", deal)
+            terms = self.escrow.call("terms", deal)
+            answer = self.adapter.disburse(
+                plan.effect_key,
+                DisbursementRequest(deal_id=deal, borrower=terms["buyer"], amount=loan["approvedAmount"]),
+            )
+            if answer.amount != loan["approvedAmount"]:
+                raise Parked(f"bank booked {answer.amount} won, the chain approved {loan['approvedAmount']}")
+            return Action(
+                answer.model_dump(),
+                [
+                    Call(self.token, "mint", (self.me, answer.amount), GAS["mint"]),
+                    Call(self.loans, "disburse", (deal,), GAS["disburse"]),
+                ],
+            )
+        # payoff statements for each of this bank's mortgages on the parcel being sold
+        calls, quotes = [], {}
+        for entry in plan.context["entries"]:
+            mortgage, _active = self.land.call("eulguEntry", plan.context["parcel"], entry)
+            quote = self.adapter.payoff_quote(
+                f"{plan.effect_key}:{entry}",
+                PayoffRequest(
+                    deal_id=deal,
+                    parcel_id=plan.context["parcel"],
+                    mortgage_entry=entry,
+                    debtor=mortgage["debtor"],
+                ),
+            )
+            quotes[str(entry)] = quote.model_dump()
+            calls.append(Call(self.loans, "statePayoff", (deal, entry, quote.amount), GAS["statePayoff"]))
+        return Action({"quotes": quotes}, calls)
+
+    def _decide(self, plan: Plan, event: ChainEvent, deal: int) -> Action:
+        terms = self.escrow.call("terms", deal)
+        presented = []
+        for h in event.args["credentials"]:
+            stored = self.wallet.get(h)
+            if stored is None:
+                continue  # never submitted online: the bank cannot see it, so it does not count
+            document = CredentialDocument.model_validate(stored[0])
+            valid = bool(self.creds.call("isValid", h, document.subject, int(document.kind)))
+            presented.append(
+                PresentedCredential(hash=h, document=document, signature=stored[1], anchored_valid=valid)
+            )
+        decision = self.adapter.assess_loan(
+            plan.effect_key,
+            LoanApplication(
+                deal_id=deal,
+                buyer=terms["buyer"],
+                amount=event.args["amount"],
+                price=terms["price"],
+                parcel_id=terms["parcelId"],
+                credentials=presented,
+            ),
+        )
+        if decision.approved:
+            call = Call(
+                self.loans,
+                "approveLoan",
+                (deal, decision.amount, decision.rate_bps, decision.term_months, decision.max_secured),
+                GAS["approveLoan"],
+            )
+        else:
+            call = Call(self.loans, "rejectLoan", (deal, int(decision.reason)), GAS["rejectLoan"])
+        return Action(decision.model_dump(mode="json"), [call])
