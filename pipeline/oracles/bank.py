@@ -15,7 +15,7 @@ from pipeline.adapters.protocols import (
     PayoffRequest,
     PresentedCredential,
 )
-from pipeline.deals import State
+from pipeline.domain import State
 from pipeline.oracles.base import Action, Call, Oracle, Parked, Plan
 from pipeline.store import WalletStore
 

@@ -19,7 +19,7 @@ from pipeline.adapters.protocols import (
     TransactionReport,
     TransferCheckRequest,
 )
-from pipeline.deals import State, receipt
+from pipeline.domain import State, receipt
 from pipeline.oracles.base import Action, Call, Oracle, Parked, Plan
 
 GAS = {

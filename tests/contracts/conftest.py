@@ -13,15 +13,8 @@ from chain.contract import Contract
 from chain.eip712 import read_domain, sign_typed_data
 from chain.sender import Receipt, Sender
 from chain.session import ChainSession
-from pipeline.deals import (
-    DealTerms,
-    LandUse,
-    Party,
-    State,
-    accept_terms_typed_data,
-    parcel_id,
-    receipt,
-)
+from pipeline.deals import accept_terms_typed_data
+from pipeline.domain import DealTerms, LandUse, Party, State, parcel_id, receipt
 
 DAY = 86_400
 

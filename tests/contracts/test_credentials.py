@@ -157,9 +157,7 @@ def test_credential_is_valid_only_for_its_subject_and_kind(world: World):
 
 def test_unknown_hash_is_not_valid(world: World):
     w = world
-    assert (
-        w.creds.call("isValid", doc("never"), ZERO, CredentialKind.RESIDENT_REGISTRATION) is False
-    )
+    assert w.creds.call("isValid", doc("never"), ZERO, CredentialKind.RESIDENT_REGISTRATION) is False
 
 
 def test_credential_is_invalid_once_its_issuer_loses_the_role(world: World):

@@ -8,7 +8,7 @@ import pytest
 from eth_utils import keccak
 
 from chain.errors import ContractRevert
-from pipeline.deals import Party, Payment, State, receipt
+from pipeline.domain import Party, Payment, State, receipt
 from tests.contracts.conftest import World
 from tests.contracts.test_settlement import fund_with_loan
 
@@ -421,9 +421,7 @@ def test_cancelling_is_possible_after_loan_approval_before_disbursement(world: W
 @pytest.mark.parametrize("performed", ["interim", "balance", "loan"])
 def test_cancel_after_performance_began_reverts(world: World, performed: str):
     w = world
-    terms = w.terms(
-        w.register_parcel("seller"), interim=0 if performed != "interim" else 300_000_000
-    )
+    terms = w.terms(w.register_parcel("seller"), interim=0 if performed != "interim" else 300_000_000)
     deal = w.signed_deal(terms)
     w.pay(deal, "payDeposit", "buyer", terms.deposit)
     if performed == "interim":

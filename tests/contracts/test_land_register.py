@@ -8,7 +8,7 @@ import pytest
 
 from chain.deploy import role_id
 from chain.errors import ContractRevert
-from pipeline.deals import GapguKind, LandUse, parcel_id, receipt
+from pipeline.domain import GapguKind, LandUse, parcel_id, receipt
 from tests.contracts.conftest import DAY, World
 
 ZERO = "0x" + "00" * 20
@@ -174,9 +174,7 @@ def test_invalid_description_is_rejected(world: World, number: str, location: st
 
 def test_first_owner_cannot_be_zero_address(world: World):
     w = world
-    err = reverts(
-        w, "registrar", "registerParcel", "1168-9", "서울", 1, LandUse.BUILDING, ZERO, receipt("R")
-    )
+    err = reverts(w, "registrar", "registerParcel", "1168-9", "서울", 1, LandUse.BUILDING, ZERO, receipt("R"))
     assert err.name == "ZeroAddress"
     assert w.land.call("exists", parcel_id("1168-9")) is False
 
@@ -282,9 +280,7 @@ def test_blocking_count_tracks_each_active_entry(world: World):
     assert w.land.call("isBlocked", pid) is False
 
 
-@pytest.mark.parametrize(
-    "kind", [GapguKind.OWNERSHIP, GapguKind.CANCELLATION], ids=lambda k: k.name
-)
+@pytest.mark.parametrize("kind", [GapguKind.OWNERSHIP, GapguKind.CANCELLATION], ids=lambda k: k.name)
 def test_record_blocking_rejects_non_blocking_kinds(world: World, kind: GapguKind):
     w = world
     pid = w.register_parcel("seller")
@@ -297,9 +293,7 @@ def test_record_blocking_rejects_non_blocking_kinds(world: World, kind: GapguKin
 def test_blocking_needs_a_claimant(world: World):
     w = world
     pid = w.register_parcel("seller")
-    err = reverts(
-        w, "registrar", "recordBlocking", pid, GapguKind.INJUNCTION, ZERO, 0, receipt("R")
-    )
+    err = reverts(w, "registrar", "recordBlocking", pid, GapguKind.INJUNCTION, ZERO, 0, receipt("R"))
     assert err.name == "ZeroAddress"
 
 
@@ -757,9 +751,7 @@ def test_settlement_transfer_refuses_a_blocked_parcel(world: World):
 def test_settlement_transfer_to_zero_address_reverts(world: World):
     w = world
     pid = w.register_parcel("seller")
-    err = reverts(
-        w, settler(w), "settleOwnershipTransfer", pid, w.addr("seller"), ZERO, receipt("R")
-    )
+    err = reverts(w, settler(w), "settleOwnershipTransfer", pid, w.addr("seller"), ZERO, receipt("R"))
     assert err.name == "ZeroAddress"
 
 
@@ -796,9 +788,7 @@ def test_register_is_append_only(world: World):
         lambda: block(w, pid, GapguKind.AUCTION),
         lambda: cancel(w, pid, 1),
         lambda: discharge(w, pid, 0),
-        lambda: w.tx(
-            "registrar", w.land, "recordOwnershipTransfer", pid, w.addr("buyer"), receipt("T")
-        ),
+        lambda: w.tx("registrar", w.land, "recordOwnershipTransfer", pid, w.addr("buyer"), receipt("T")),
         lambda: cancel(w, pid, 2),
         lambda: discharge(w, pid, 1),
         lambda: w.add_mortgage(pid, creditor="broker", debtor="buyer"),

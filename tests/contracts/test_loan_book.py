@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from eth_utils import keccak
 
-from pipeline.deals import State, receipt
+from pipeline.domain import State, receipt
 from tests.contracts.conftest import World
 from tests.contracts.test_escrow import disburse, reverted
 
@@ -157,9 +157,7 @@ def test_invalid_approval_terms_revert(world: World, amount, rate, term, max_sec
 def test_approving_more_than_the_terms_reverts(world: World):
     w = world
     deal, terms = loan_deal(w)
-    err = reverted(
-        w, "lender", w.loans, "approveLoan", deal, terms.loanAmount + 1, RATE, TERM, 10**9
-    )
+    err = reverted(w, "lender", w.loans, "approveLoan", deal, terms.loanAmount + 1, RATE, TERM, 10**9)
     assert err.name == "LoanExceedsTerms"
     assert err.args_by_name == {
         "dealId": deal,

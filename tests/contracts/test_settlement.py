@@ -6,7 +6,8 @@ import pytest
 from eth_utils import keccak
 
 from chain.errors import ContractRevert
-from pipeline.deals import GapguKind, State, accept_terms_type_string, receipt
+from pipeline.deals import accept_terms_type_string
+from pipeline.domain import GapguKind, State, receipt
 from tests.contracts.conftest import World
 
 PAYOFF = 250_000_000

@@ -10,7 +10,8 @@ from eth_utils import keccak
 
 from chain.eip712 import read_domain, sign_typed_data
 from chain.errors import ContractRevert
-from pipeline.deals import Party, State, accept_terms_typed_data
+from pipeline.deals import accept_terms_typed_data
+from pipeline.domain import Party, State
 from tests.contracts.conftest import DAY, World
 
 ZERO = "0x" + "00" * 20

@@ -1,0 +1,113 @@
+"""Wiring: build the oracles for a chain session, run them in threads or as a process."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine
+
+from chain.contract import Contract
+from chain.deploy import load_deployment
+from chain.events import EventStream
+from chain.session import ChainSession
+from pipeline.adapters.protocols import BankAdapter, LandRegistryAdapter
+from pipeline.oracles.bank import BankOracle
+from pipeline.oracles.base import Oracle
+from pipeline.oracles.registry import RegistryOracle
+from pipeline.store import OracleStore, WalletStore
+
+CONTRACTS = ("DepositToken", "LandRegister", "CredentialRegistry", "DealEscrow", "LoanBook")
+WATCHED = ("DealEscrow", "LoanBook")
+
+
+def deployed_contracts(session: ChainSession) -> tuple[dict[str, Contract], int]:
+    """The project's contracts on this chain and the block to replay events from."""
+    record = load_deployment(session.deployments_dir, session.chain_id)["contracts"]
+    contracts = {name: session.contract(name, record[name]["address"]) for name in CONTRACTS}
+    return contracts, min(int(record[name]["block"]) for name in CONTRACTS)
+
+
+def _stream(session: ChainSession, store: OracleStore, contracts: dict[str, Contract], start: int,
+            confirmations: int | None, poll_interval: float | None) -> EventStream:  # fmt: skip
+    network = session.network
+    return EventStream(
+        session.rpc,
+        {contracts[n].address: (n, contracts[n].abi) for n in WATCHED},
+        start_block=start,
+        cursor=store.load_cursor(),
+        confirmations=network.confirmations if confirmations is None else confirmations,
+        block_range=network.block_range,
+        poll_interval=poll_interval or min(network.poll_interval, 0.05),
+    )
+
+
+def bank_oracle(
+    session: ChainSession,
+    *,
+    signer: str,
+    adapter: BankAdapter,
+    engine: Engine,
+    confirmations: int | None = None,
+    poll_interval: float | None = None,
+) -> BankOracle:
+    contracts, start = deployed_contracts(session)
+    store = OracleStore(engine, f"bank:{signer}")
+    return BankOracle(
+        adapter=adapter,
+        wallet=WalletStore(engine),
+        stream=_stream(session, store, contracts, start, confirmations, poll_interval),
+        sender=session.sender(signer),
+        store=store,
+        contracts=contracts,
+    )
+
+
+def registry_oracle(
+    session: ChainSession,
+    *,
+    signer: str,
+    adapter: LandRegistryAdapter,
+    engine: Engine,
+    confirmations: int | None = None,
+    poll_interval: float | None = None,
+) -> RegistryOracle:
+    contracts, start = deployed_contracts(session)
+    store = OracleStore(engine, f"registry:{signer}")
+    return RegistryOracle(
+        adapter=adapter,
+        stream=_stream(session, store, contracts, start, confirmations, poll_interval),
+        sender=session.sender(signer),
+        store=store,
+        contracts=contracts,
+    )
+
+
+@dataclass
+class OracleThreads:
+    """Runs oracles in background threads until stop()."""
+
+    oracles: list[Oracle]
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    def start(self) -> OracleThreads:
+        for oracle in self.oracles:
+            thread = threading.Thread(
+                target=oracle.run, args=(self.stop_event,), daemon=True, name=oracle.name
+            )
+            thread.start()
+            self.threads.append(thread)
+        return self
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        for thread in self.threads:
+            thread.join(timeout=10)
+
+    def __enter__(self) -> OracleThreads:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
