@@ -126,6 +126,7 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
     uint8 private constant BALANCE_PAID = 16;
     uint8 private constant LOAN_DECIDED = 32;
     uint8 private constant LOAN_DISBURSED = 64;
+    uint8 private constant REPORTED = 128;
 
     IERC20 private immutable _token;
     LandRegister private immutable _land;
@@ -201,6 +202,8 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
     error ZeroAddress();
     /// @notice `account` has nothing to withdraw.
     error NothingToWithdraw(address account);
+    /// @notice The transaction report (실거래 신고) of the deal was already recorded.
+    error AlreadyReported(uint256 dealId);
 
     // ------------------------------------------------------------------ events
 
@@ -246,6 +249,8 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
     );
     /// @notice `account` withdrew `amount` of its claimable balance.
     event Withdrawn(address indexed account, uint256 amount);
+    /// @notice The registry accepted the deal's transaction report (실거래 신고) under `receipt`.
+    event TransactionReported(uint256 indexed dealId, bytes32 receipt);
 
     // ------------------------------------------------------------------ constructor / wiring
 
@@ -480,6 +485,24 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
     }
 
     // ------------------------------------------------------------------ registration and settlement
+
+    /// @notice Registrar: record the receipt of the transaction report (실거래 신고), due within 30 days of
+    /// the contract; the registry checks the deadline when it accepts the report.
+    /// @param receipt the registry's receipt number.
+    function recordTransactionReport(uint256 dealId, bytes32 receipt) external onlyRole(REGISTRAR_ROLE) {
+        Deal storage d = _deal(dealId);
+        State s = d.state;
+        if (s < State.Signed || s >= State.Settled) revert DealNotActive(dealId, s);
+        uint8 flags = d.flags;
+        if (flags & REPORTED != 0) revert AlreadyReported(dealId);
+        d.flags = flags | REPORTED;
+        emit TransactionReported(dealId, receipt);
+    }
+
+    /// @notice Whether the deal's transaction report was recorded.
+    function reported(uint256 dealId) external view returns (bool) {
+        return _deal(dealId).flags & REPORTED != 0;
+    }
 
     /// @notice Buyer, seller or the deal's broker asks for registration of a funded deal.
     function requestRegistration(uint256 dealId) external {

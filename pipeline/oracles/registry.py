@@ -9,17 +9,20 @@ cannot transfer (seized, or the seller no longer the owner) is refunded instead.
 
 from __future__ import annotations
 
+from chain.contract import Contract
 from chain.errors import ContractRevert
 from chain.events import ChainEvent
+from chain.sender import Sender
 from pipeline.adapters.protocols import (
     LandRegistryAdapter,
+    ParcelRecord,
     RegisterEntry,
     RegistrationRequest,
     TaxRequest,
     TransactionReport,
     TransferCheckRequest,
 )
-from pipeline.domain import State, receipt
+from pipeline.domain import GapguKind, LandUse, State, receipt
 from pipeline.oracles.base import Action, Call, Oracle, Parked, Plan
 
 GAS = {
@@ -130,3 +133,38 @@ class RegistryOracle(Oracle):
             self.escrow, "settle", (deal, receipt(registration.receipt_no), receipt(tax.receipt_no)), gas
         )
         return Action({"tax": tax.model_dump(), "registration": registration.model_dump()}, [call])
+
+
+def publish_parcel(land: Contract, sender: Sender, record: ParcelRecord) -> bool:
+    """Mirror a register the registry keeps onto the chain register, entry for entry.
+
+    Each section is replayed in index order, so entry i on chain is entry i in the
+    registry's books (the audit compares them). Returns False when already on chain.
+    """
+    if land.call("exists", record.parcel_id):
+        return False
+    gapgu = sorted((e for e in record.entries if e.section == "gapgu"), key=lambda e: e.index)
+    eulgu = sorted((e for e in record.entries if e.section == "eulgu"), key=lambda e: e.index)
+    first = gapgu[0]
+    land.transact(
+        sender, "registerParcel", record.number, record.address, record.area_m2_x100,
+        int(LandUse[record.land_use.upper()]), first.holder, receipt(first.receipt),
+    )  # fmt: skip
+    for e in gapgu[1:]:
+        if e.kind == "ownership":
+            land.transact(sender, "recordOwnershipTransfer", record.parcel_id, e.holder, receipt(e.receipt))
+        elif e.kind == "cancellation":
+            land.transact(sender, "cancelBlocking", record.parcel_id, e.ref, receipt(e.receipt))
+        else:
+            kind = int(GapguKind[e.kind.upper()])
+            land.transact(
+                sender, "recordBlocking", record.parcel_id, kind, e.holder, e.amount, receipt(e.receipt)
+            )
+    for e in eulgu:
+        if e.kind == "mortgage":
+            land.transact(
+                sender, "registerMortgage", record.parcel_id, e.holder, e.debtor, e.amount, receipt(e.receipt)
+            )
+        else:
+            land.transact(sender, "dischargeMortgage", record.parcel_id, e.ref, receipt(e.receipt))
+    return True

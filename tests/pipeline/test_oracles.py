@@ -1,0 +1,77 @@
+"""The oracles against a real chain and real institutions: one complete closing, exactly once."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.domain import State
+from tests.pipeline.harness import Closing
+
+
+@pytest.fixture
+def closing(world, tmp_path):
+    c = Closing(world, tmp_path)
+    yield c
+    c.close()
+
+
+def test_full_closing_driven_by_oracles(closing: Closing):
+    c, w = closing, closing.w
+    parcel = c.parcels["eunma"]
+    deal, terms = c.full_deal()
+
+    assert w.state(deal) == State.SETTLED
+    assert w.land.call("ownerOf", parcel) == w.addr("buyer")
+    # the registry's own books moved too: buyer owns it, the old mortgage is discharged,
+    # the lender's new mortgage stands
+    record = c.registry.read_parcel(parcel)
+    assert record is not None and record.owner == w.addr("buyer")
+    mortgages = [e for e in record.entries if e.section == "eulgu" and e.kind == "mortgage" and e.active]
+    assert [(m.holder, m.debtor) for m in mortgages] == [(w.addr("lender"), w.addr("buyer"))]
+    # every effect happened once and is recorded as mined
+    assert c.effects(deal) == {
+        f"report:{deal}": "mined",
+        f"decision:{deal}": "mined",
+        f"disburse:{deal}": "mined",
+        f"payoff:{deal}": "mined",
+        f"settle:{deal}": "mined",
+    }
+    for contract, name in [
+        (w.escrow, "TransactionReported"), (w.loans, "LoanApproved"), (w.loans, "LoanDisbursed"),
+        (w.loans, "PayoffStated"), (w.escrow, "DealSettled"),
+    ]:  # fmt: skip
+        assert len(c.chain_events(contract, name, deal)) == 1, name
+    # the seller's bank was paid its quoted payoff and the rest went to the seller
+    payoff = c.chain_events(w.loans, "PayoffStated", deal)[0].args["amount"]
+    assert w.escrow.call("claimable", w.addr("bank")) == payoff
+    assert w.escrow.call("claimable", w.addr("seller")) == terms.price - payoff
+    assert c.lender.loan(deal)["status"] == "disbursed"
+
+
+def test_rejected_loan_goes_on_chain_with_its_reason(closing: Closing):
+    c, w = closing, closing.w
+    deal, terms = c.open_signed(loan=400_000_000)
+    w.pay(deal, "payDeposit", "buyer", terms.deposit)
+    # only the resident registration: the income certificate is missing
+    hashes = c.credentials()[:1]
+    w.tx("buyer", w.loans, "requestLoan", deal, terms.loanAmount, terms.lender, hashes)
+    c.pump(lambda: w.escrow.call("loanDecision", deal)[0])
+    loan = w.loans.call("loan", deal)
+    assert loan["status"] == 3 and loan["rejectReason"] == 2  # Rejected, MISSING_INCOME_CERTIFICATE
+    assert c.effects(deal)[f"decision:{deal}"] == "mined"
+
+
+def test_blocked_title_is_refunded_not_settled(closing: Closing):
+    c, w = closing, closing.w
+    deal, terms = c.open_signed(loan=0, interim=0)
+    w.pay(deal, "payDeposit", "buyer", terms.deposit)
+    w.pay(deal, "payBalance", "buyer", terms.balance)
+    # a seizure lands at the registry (and on chain) after the buyer paid
+    parcel = c.parcels["eunma"]
+    c.registry.add_blocking(parcel, "provisional_seizure", w.addr("issuer"), 10_000_000)
+    w.tx("buyer", w.escrow, "requestRegistration", deal)
+    c.settle_quietly()  # the bank states its payoff; the registry sees the seizure
+    c.pump(lambda: w.state(deal).terminal)
+    assert w.state(deal) == State.REFUNDED
+    assert w.escrow.call("claimable", w.addr("buyer")) == terms.price
+    assert w.land.call("ownerOf", parcel) == w.addr("seller")
