@@ -22,6 +22,9 @@ def sqlite_url(path: Path | str) -> str:
 def make_engine(url: str) -> Engine:
     """An engine for `url` (sqlite:///FILE or postgresql://...), tuned for many small writes."""
     if url.startswith("sqlite:"):
+        file = url.removeprefix("sqlite:///")
+        if file and file != ":memory:" and not url.startswith("sqlite:///:memory:"):
+            Path(file).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")

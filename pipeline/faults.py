@@ -1,5 +1,6 @@
-"""Failpoints for the crash tests: `DEEDCHAIN_CRASH_AT=NAME` makes the process SIGKILL itself
-when it reaches checkpoint NAME, exactly like an operator's `kill -9` at that moment."""
+"""Failpoints for the crash tests: `DEEDCHAIN_CRASH_AT=NAME` (or `NAME@KIND`) makes the process
+SIGKILL itself when it reaches checkpoint NAME (for an effect of KIND), exactly like an
+operator's `kill -9` at that moment."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import signal
 CRASH_ENV = "DEEDCHAIN_CRASH_AT"
 
 
-def checkpoint(name: str) -> None:
-    if os.environ.get(CRASH_ENV) == name:
+def checkpoint(name: str, kind: str = "") -> None:
+    spec = os.environ.get(CRASH_ENV)
+    if spec and spec in (name, f"{name}@{kind}"):
         os.kill(os.getpid(), signal.SIGKILL)

@@ -12,7 +12,11 @@ from chain.contract import Contract
 from chain.deploy import load_deployment
 from chain.events import EventStream
 from chain.session import ChainSession
+from pipeline.adapters.http import HookClient
 from pipeline.adapters.protocols import BankAdapter, LandRegistryAdapter
+from pipeline.adapters.reference_bank import ReferenceBank
+from pipeline.adapters.reference_registry import ReferenceRegistry
+from pipeline.db import make_engine
 from pipeline.oracles.bank import BankOracle
 from pipeline.oracles.base import Oracle
 from pipeline.oracles.registry import RegistryOracle
@@ -43,6 +47,42 @@ def _stream(session: ChainSession, store: OracleStore, contracts: dict[str, Cont
     )
 
 
+def _count_retries(adapter: object, store: OracleStore) -> None:
+    """HTTP hooks report each retry; count them in the oracle's metrics."""
+    client = getattr(adapter, "client", None)
+    if isinstance(client, HookClient):
+        client.on_retry = lambda _problem: store.bump("retries")
+
+
+def reference_oracles(
+    session: ChainSession,
+    *,
+    oracle_db: str,
+    registry_db: str,
+    lender_db: str,
+    bank_db: str,
+    known_issuers: set[str],
+    confirmations: int | None = None,
+    poll_interval: float | None = None,
+) -> list[Oracle]:
+    """The registry and two banks (the buyer's lender, the seller's mortgagee) with their
+    reference back offices, each oracle acting with its institution's own key."""
+    engine = make_engine(oracle_db)
+    common: dict[str, Any] = {
+        "engine": engine,
+        "confirmations": confirmations,
+        "poll_interval": poll_interval,
+    }
+    registry = ReferenceRegistry(registry_db)
+    lender = ReferenceBank(lender_db, bank_name="lender", known_issuers=known_issuers)
+    bank = ReferenceBank(bank_db, bank_name="bank", known_issuers=known_issuers)
+    return [
+        registry_oracle(session, signer="registrar", adapter=registry, **common),
+        bank_oracle(session, signer="lender", adapter=lender, **common),
+        bank_oracle(session, signer="bank", adapter=bank, **common),
+    ]
+
+
 def bank_oracle(
     session: ChainSession,
     *,
@@ -54,6 +94,7 @@ def bank_oracle(
 ) -> BankOracle:
     contracts, start = deployed_contracts(session)
     store = OracleStore(engine, f"bank:{signer}")
+    _count_retries(adapter, store)
     return BankOracle(
         adapter=adapter,
         wallet=WalletStore(engine),
@@ -75,6 +116,7 @@ def registry_oracle(
 ) -> RegistryOracle:
     contracts, start = deployed_contracts(session)
     store = OracleStore(engine, f"registry:{signer}")
+    _count_retries(adapter, store)
     return RegistryOracle(
         adapter=adapter,
         stream=_stream(session, store, contracts, start, confirmations, poll_interval),

@@ -226,16 +226,18 @@ class OracleStore:
         return latency
 
     def retry_parked(self, effect_key: str) -> bool:
-        """Forget a parked effect so the next matching event (or a replay) tries it again."""
+        """Forget a parked effect and its source event, so re-reading that event tries again."""
         with self.engine.begin() as conn:
             gone = conn.execute(
                 text("DELETE FROM oracle_effects WHERE effect_key = :k AND status = 'parked'"),
                 {"k": effect_key},
             ).rowcount
-            conn.execute(
-                text("UPDATE oracle_events SET effect_key = NULL WHERE effect_key = :k"),
-                {"k": effect_key},
-            )
+            if gone:
+                conn.execute(
+                    text("DELETE FROM oracle_events WHERE oracle = :o AND effect_key = :k"),
+                    {"o": self.oracle, "k": effect_key},
+                )
+                self._bump(conn, "retried_parked", 1)
         return bool(gone)
 
     def orphan_after(self, block: int) -> list[Effect]:

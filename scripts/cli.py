@@ -68,6 +68,43 @@ def _cmd_accounts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_oracles(args: argparse.Namespace) -> int:
+    """Run the registry and bank oracles with the reference back offices until stopped."""
+    from chain.config import load_config
+    from chain.rpc import Rpc
+    from chain.session import ChainSession
+    from pipeline.runtime import OracleThreads, reference_oracles
+
+    config = load_config(args.config)
+    name, _network = config.network(args.network)
+    if args.rpc:
+        session = ChainSession(config, name, Rpc([args.rpc]), deployments_dir=args.deployments)
+    else:
+        session = ChainSession.open(name, config, deployments_dir=args.deployments)
+    issuers = set(args.known_issuer) or {session.signers["issuer"].address}
+    oracles = reference_oracles(
+        session,
+        oracle_db=args.db,
+        registry_db=args.registry_db,
+        lender_db=args.lender_db,
+        bank_db=args.bank_db,
+        known_issuers=issuers,
+        confirmations=args.confirmations,
+        poll_interval=args.poll,
+    )
+    threads = OracleThreads(oracles).start()
+    print(
+        f"oracles running on chain {session.chain_id}: " + ", ".join(o.store.oracle for o in oracles),
+        flush=True,
+    )
+    try:
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        threads.stop()
+        session.close()
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from scripts.demo import run_demo
 
@@ -89,12 +126,26 @@ def build_parser() -> argparse.ArgumentParser:
         "deploy": (_cmd_deploy, "deploy the contracts and grant roles (idempotent)"),
         "accounts": (_cmd_accounts, "list the network's named accounts (addresses only)"),
         "demo": (_cmd_demo, "run a demonstration on the embedded chain"),
+        "oracles": (_cmd_oracles, "run the registry and bank oracles with the reference back offices"),
     }
     for name, (func, help_text) in commands.items():
         p = sub.add_parser(name, help=help_text)
         p.set_defaults(func=func)
         if name == "compile":
             p.add_argument("--force", action="store_true", help="ignore the cache")
+        if name == "oracles":
+            state = ".deedchain/institutions"
+            p.add_argument("--rpc", help="JSON-RPC URL of a running node (default: the network's)")
+            p.add_argument(
+                "--deployments", type=Path, default=None, help="folder of deployments/<chain>.json"
+            )
+            p.add_argument("--db", default=f"sqlite:///{state}/oracles.db", help="oracle database URL")
+            p.add_argument("--registry-db", default=f"sqlite:///{state}/registry.db")
+            p.add_argument("--lender-db", default=f"sqlite:///{state}/lender.db")
+            p.add_argument("--bank-db", default=f"sqlite:///{state}/bank.db")
+            p.add_argument("--known-issuer", action="append", default=[], help="e-certificate issuer address")
+            p.add_argument("--confirmations", type=int, default=None)
+            p.add_argument("--poll", type=float, default=None, help="seconds between polls when idle")
         if name == "demo":
             p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     return parser

@@ -19,7 +19,7 @@ from typing import Any
 
 from chain.contract import Contract
 from chain.errors import ChainError, ContractRevert, TransactionError
-from chain.events import Batch, ChainEvent, EventStream
+from chain.events import Batch, ChainEvent, Cursor, EventStream
 from chain.sender import Sender
 from pipeline.adapters.http import AdapterError
 from pipeline.faults import checkpoint
@@ -106,6 +106,17 @@ class Oracle:
         self.store.save_cursor(batch.cursor)
         return batch
 
+    def retry_parked(self, effect_key: str) -> bool:
+        """Try a parked effect again: forget it and re-read the blocks from its source event."""
+        effect = self.store.effect(effect_key)
+        if effect is None or effect.status != "parked":
+            return False
+        self.store.retry_parked(effect_key)
+        if self.stream.cursor.next_block > effect.source_block:
+            hashes = {n: h for n, h in self.stream.cursor.hashes.items() if n < effect.source_block}
+            self.stream.cursor = Cursor(effect.source_block, hashes)
+        return True
+
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             try:
@@ -129,7 +140,7 @@ class Oracle:
         if self.store.effect(plan.effect_key) is not None:
             self.store.record_skip(key, event.block_number, cursor, plan.effect_key)
             return
-        checkpoint("before_adapter")
+        checkpoint("before_adapter", plan.kind)
         try:
             action = self.execute(plan, event)
         except (AdapterError, Parked) as exc:
@@ -143,7 +154,7 @@ class Oracle:
         if action is None:
             self.store.record_skip(key, event.block_number, cursor)
             return
-        checkpoint("after_adapter")
+        checkpoint("after_adapter", plan.kind)
         signed = self.sender.sign_batch(
             [(c.contract.address, c.contract.encode(c.fn, *c.args), c.gas) for c in action.calls]
         )
@@ -155,7 +166,7 @@ class Oracle:
         except Exception:
             self.sender.resync()  # the signed nonces were never used
             raise
-        checkpoint("after_record")
+        checkpoint("after_record", plan.kind)
         effect = self.store.effect(plan.effect_key)
         assert effect is not None
         self._deliver(effect)
@@ -164,7 +175,7 @@ class Oracle:
         try:
             for tx in effect.txs:
                 self.sender.broadcast(tx)
-                checkpoint("after_broadcast")
+                checkpoint("after_broadcast", effect.kind)
                 self.sender.wait(tx.hash)
         except ContractRevert as exc:
             self.store.finish(
@@ -177,7 +188,7 @@ class Oracle:
             self.sender.resync()
             self._log("failed", deal_id=effect.deal_id, effect=effect.key, error=str(exc))
             return
-        checkpoint("after_mined")
+        checkpoint("after_mined", effect.kind)
         latency = self.store.finish(effect.key, "mined")
         last_tx = effect.txs[-1].hash if effect.txs else None
         self._log(

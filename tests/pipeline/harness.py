@@ -78,11 +78,14 @@ class Closing:
 
     def make_oracles(self) -> list[Oracle]:
         common = {"engine": self.engine, "confirmations": self.confirmations, "poll_interval": 0.02}
-        return [
+        oracles = [
             registry_oracle(self.chain, signer="registrar", adapter=self.adapters["registry"], **common),
             bank_oracle(self.chain, signer="lender", adapter=self.adapters["lender"], **common),
             bank_oracle(self.chain, signer="bank", adapter=self.adapters["bank"], **common),
         ]
+        for oracle in oracles:
+            oracle.recover()  # the banks' one-time allowance: mined now, not inside a test's window
+        return oracles
 
     def close(self) -> None:
         for service in self.services:

@@ -1,0 +1,286 @@
+"""Faults: crashes at every step, institutions that time out, fail or answer garbage, reorgs,
+events delivered twice. Every deal completes exactly once; nothing wrong is written on chain."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from fastapi import FastAPI, Request, Response
+
+from chain.events import Cursor
+from chain.node import free_port
+from pipeline.adapters.http import HookClient, HttpBank, ServiceThread, sign
+from pipeline.domain import Party, State
+from pipeline.faults import CRASH_ENV
+from tests.pipeline.harness import SECRET, Closing
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def closing(world, tmp_path):
+    c = Closing(world, tmp_path)
+    yield c
+    c.close()
+
+
+# --- HTTP hooks ----------------------------------------------------------------------------------
+
+
+def test_full_closing_over_http_hooks(world, tmp_path):
+    c = Closing(world, tmp_path, http=True)
+    try:
+        deal, _ = c.full_deal()
+        assert world.state(deal) == State.SETTLED
+        assert set(c.effects(deal).values()) == {"mined"}
+        # a request without the institution's signature is refused
+        unsigned = requests.post(
+            c.services[0].url, json={"id": "x", "data": {"method": "disburse", "params": {}}}
+        )
+        assert unsigned.status_code == 401
+    finally:
+        c.close()
+
+
+class FaultyBank:
+    """An HTTP service that misbehaves in a chosen way, then can be healed to a real bank."""
+
+    def __init__(self, real, mode: str) -> None:
+        self.mode = mode
+        self.calls = 0
+        from pipeline.adapters.http import BANK_METHODS, make_service
+
+        self.healthy = make_service(real, SECRET["lender"], BANK_METHODS, "lender")
+        app = FastAPI()
+
+        @app.post("/")
+        async def hook(request: Request) -> Response:
+            self.calls += 1
+            if self.mode == "healthy":
+                return await self._forward(request)
+            if self.mode == "timeout":
+                import asyncio
+
+                await asyncio.sleep(1.0)
+                return Response(b"{}", media_type="application/json")
+            if self.mode == "500":
+                return Response(b"boom", status_code=500)
+            if self.mode == "unsigned":
+                doc = json.loads(await request.body())
+                body = json.dumps({"id": doc["id"], "data": {"approved": True}}).encode()
+                return Response(body, media_type="application/json")
+            # "garbage": signed, but not a loan decision
+            doc = json.loads(await request.body())
+            body = json.dumps({"id": doc["id"], "data": {"approved": "yes please", "rate_bps": -5}}).encode()
+            stamp = str(int(time.time()))
+            headers = {
+                "X-Deedchain-Timestamp": stamp,
+                "X-Deedchain-Signature": sign(SECRET["lender"], stamp, body),
+            }
+            return Response(body, media_type="application/json", headers=headers)
+
+        self.app = app
+
+    async def _forward(self, request: Request) -> Response:
+        from starlette.testclient import TestClient
+
+        with TestClient(self.healthy) as client:
+            answer = client.post("/", content=await request.body(), headers=dict(request.headers))
+        return Response(answer.content, status_code=answer.status_code, headers=dict(answer.headers))
+
+
+@pytest.mark.parametrize("mode", ["timeout", "500", "unsigned", "garbage"])
+def test_bad_institution_is_retried_then_parked_and_nothing_goes_on_chain(world, tmp_path, mode):
+    c = Closing(world, tmp_path)
+    faulty = FaultyBank(c.lender, mode)
+    service = ServiceThread(faulty.app, free_port()).start()
+    c.services.append(service)
+    client = HookClient(service.url, SECRET["lender"], timeout=0.3, retries=2, backoff=0.05)
+    c.adapters["lender"] = HttpBank(client)
+    c.oracles = c.make_oracles()
+    lender_oracle = c.oracles[1]
+    try:
+        w = world
+        deal, terms = c.open_signed()
+        w.pay(deal, "payDeposit", "buyer", terms.deposit)
+        w.tx("buyer", w.loans, "requestLoan", deal, terms.loanAmount, terms.lender, c.credentials())
+        c.pump(lambda: lender_oracle.store.effect(f"decision:{deal}") is not None)
+
+        effect = lender_oracle.store.effect(f"decision:{deal}")
+        assert effect is not None and effect.status == "parked"
+        assert "AdapterUnavailable" in (effect.error or "")
+        assert faulty.calls == 3  # first try + 2 retries
+        assert lender_oracle.store.counters()["retries"] == 2
+        assert lender_oracle.store.counters()["parked"] == 1
+        assert w.loans.call("loan", deal)["status"] == 1  # still Requested: nothing written
+        assert c.lender.loan(deal) is None
+
+        # the bank comes back; an operator retries the parked item and it completes once
+        faulty.mode = "healthy"
+        assert lender_oracle.retry_parked(f"decision:{deal}")
+        c.pump(lambda: w.escrow.call("loanDecision", deal)[0])
+        assert w.loans.call("loan", deal)["status"] == 2  # Approved
+        assert len(c.chain_events(w.loans, "LoanApproved", deal)) == 1
+    finally:
+        c.close()
+
+
+# --- crashes ---------------------------------------------------------------------------------------
+
+CHECKPOINTS = ["before_adapter", "after_adapter", "after_record", "after_broadcast", "after_mined"]
+KINDS = ["transaction_report", "loan_decision", "disbursement", "payoff", "settlement"]
+
+
+class OracleProcess:
+    """`deedchain oracles` as a real process on the test chain, restartable after SIGKILL."""
+
+    def __init__(self, c: Closing, crash: str | None) -> None:
+        self.c = c
+        self.crash = crash
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.kills = 0
+        self.start(crash)
+
+    def start(self, crash: str | None) -> None:
+        env = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
+        if crash:
+            env[CRASH_ENV] = crash
+        u = self.c.urls
+        cmd = [
+            sys.executable, "-m", "scripts.cli", "oracles", "--rpc", self.c.chain.rpc.url,
+            "--deployments", str(self.c.chain.deployments_dir), "--db", u["oracles"],
+            "--registry-db", u["registry"], "--lender-db", u["lender"], "--bank-db", u["bank"],
+            "--known-issuer", self.c.w.addr("issuer"), "--poll", "0.02",
+        ]  # fmt: skip
+        self.log = (self.c.folder / "oracles.log").open("ab")
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def watch(self) -> None:
+        """Restart (without the failpoint) if the process died; it may only die by SIGKILL."""
+        assert self.proc is not None
+        code = self.proc.poll()
+        if code is None:
+            return
+        assert code == -9, (self.c.folder / "oracles.log").read_text()[-2000:]
+        self.kills += 1
+        self.start(None)
+
+    def wait(self, until, timeout: float = 40.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not until():
+            self.watch()
+            assert time.monotonic() < deadline, (self.c.folder / "oracles.log").read_text()[-3000:]
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("point", CHECKPOINTS)
+def test_sigkill_at_every_step_completes_exactly_once(world, tmp_path, point, kind):
+    c = Closing(world, tmp_path)
+    w = world
+    proc = OracleProcess(c, f"{point}@{kind}")
+    try:
+        deal, terms = c.open_signed()
+        proc.wait(lambda: bool(w.escrow.call("reported", deal)))
+        w.pay(deal, "payDeposit", "buyer", terms.deposit)
+        w.tx("buyer", w.loans, "requestLoan", deal, terms.loanAmount, terms.lender, c.credentials())
+        proc.wait(lambda: w.escrow.call("loanDecision", deal)[0])
+        w.pay(deal, "payInterim", "buyer", terms.interim)
+        proc.wait(lambda: w.escrow.call("payments", deal)[3] > 0)
+        w.pay(deal, "payBalance", "buyer", terms.balance - terms.loanAmount)
+        w.tx("buyer", w.escrow, "requestRegistration", deal)
+        proc.wait(lambda: w.state(deal).terminal)
+    finally:
+        proc.stop()
+    assert proc.kills == 1  # the failpoint really fired
+    assert w.state(deal) == State.SETTLED
+    for contract, name in [
+        (w.escrow, "TransactionReported"), (w.loans, "LoanApproved"), (w.loans, "LoanDisbursed"),
+        (w.loans, "PayoffStated"), (w.escrow, "DealSettled"),
+    ]:  # fmt: skip
+        assert len(c.chain_events(contract, name, deal)) == 1, name
+    # the back offices did each thing once too
+    assert c.registry.read_parcel(c.parcels["eunma"]).owner == w.addr("buyer")
+    assert c.lender.loan(deal)["status"] == "disbursed"
+
+
+# --- reorgs and duplicates ---------------------------------------------------------------------------
+
+
+def _accept_tx(c: Closing, deal: int, terms, party: Party, who: str) -> dict:
+    expiry, sig = c.w.signature(deal, terms, who)
+    data = c.w.escrow.encode("acceptTerms", deal, int(party), expiry, sig)
+    return {"from": c.w.addr("broker"), "to": c.w.escrow.address, "data": data, "gas": hex(300_000)}
+
+
+def test_reorg_inside_the_confirmation_window_acts_once_on_the_reincluded_event(world, tmp_path):
+    c = Closing(world, tmp_path, confirmations=2)
+    w = world
+    terms = w.terms(c.parcels["eunma"])
+    deal = w.open_deal(terms)
+    w.accept(deal, terms, Party.BUYER, "buyer")
+    tx = _accept_tx(c, deal, terms, Party.SELLER, "seller")
+    receipt = w.sender("broker").transact(tx["to"], tx["data"], gas=300_000)
+    c.settle_quietly()  # the Signed event is not confirmed yet: no oracle acts
+    assert not w.escrow.call("reported", deal)
+    w.chain.rpc.call("anvil_reorg", [1, [[tx, 0]]])  # drop its block; the same tx lands in a new one
+    w.chain.resync()
+    for _ in range(3):
+        w.chain.rpc.call("evm_mine")
+    c.pump(lambda: bool(w.escrow.call("reported", deal)))
+    registry = c.oracles[0].store
+    effect = registry.effect(f"report:{deal}")
+    assert effect is not None and effect.status == "mined"
+    assert receipt.block_hash not in effect.source_event  # acted on the re-included event
+    assert len(c.chain_events(w.escrow, "TransactionReported", deal)) == 1
+
+
+def test_reorg_after_acting_orphans_the_effect_and_acts_once_again(world, tmp_path):
+    c = Closing(world, tmp_path, confirmations=0)
+    w = world
+    terms = w.terms(c.parcels["eunma"])
+    deal = w.open_deal(terms)
+    w.accept(deal, terms, Party.BUYER, "buyer")
+    tx = _accept_tx(c, deal, terms, Party.SELLER, "seller")
+    w.sender("broker").transact(tx["to"], tx["data"], gas=300_000)
+    c.pump(lambda: bool(w.escrow.call("reported", deal)))  # acted at once (no confirmations)
+    first = c.oracles[0].store.effect(f"report:{deal}")
+    assert first is not None and first.status == "mined"
+    # drop the Signed block and the report's block; only the acceptance comes back
+    w.chain.rpc.call("anvil_reorg", [2, [[tx, 0]]])
+    w.chain.resync()
+    assert not w.escrow.call("reported", deal)
+    c.pump(lambda: bool(w.escrow.call("reported", deal)))
+    second = c.oracles[0].store.effect(f"report:{deal}")
+    assert second is not None and second.status == "mined" and second.source_event != first.source_event
+    assert c.oracles[0].store.counters()["orphaned"] >= 1
+    assert len(c.chain_events(w.escrow, "TransactionReported", deal)) == 1
+
+
+def test_every_event_delivered_twice_causes_no_second_effect(closing: Closing):
+    c, w = closing, closing.w
+    deal, _ = c.full_deal()
+    before = c.effects(deal)
+    head = int(w.chain.rpc.call("eth_blockNumber"), 16)
+    # lose every processed-event record and replay the whole history from the deployment
+    with c.engine.begin() as conn:
+        from sqlalchemy import text
+
+        conn.execute(text("DELETE FROM oracle_events"))
+    for oracle in c.oracles:
+        oracle.stream.cursor = Cursor(0)
+    c.settle_quietly(rounds=4)
+    assert c.effects(deal) == before
+    assert int(w.chain.rpc.call("eth_blockNumber"), 16) == head  # not one transaction more
