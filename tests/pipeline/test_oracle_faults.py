@@ -202,6 +202,8 @@ def test_sigkill_at_every_step_completes_exactly_once(world, tmp_path, point, ki
         w.pay(deal, "payBalance", "buyer", terms.balance - terms.loanAmount)
         w.tx("buyer", w.escrow, "requestRegistration", deal)
         proc.wait(lambda: w.state(deal).terminal)
+        # and the oracles' books say so: every effect recorded as mined (after any restart)
+        proc.wait(lambda: len(c.effects(deal)) == 5 and set(c.effects(deal).values()) == {"mined"})
     finally:
         proc.stop()
     assert proc.kills == 1  # the failpoint really fired
