@@ -75,3 +75,18 @@ def test_blocked_title_is_refunded_not_settled(closing: Closing):
     assert w.state(deal) == State.REFUNDED
     assert w.escrow.call("claimable", w.addr("buyer")) == terms.price
     assert w.land.call("ownerOf", parcel) == w.addr("seller")
+
+
+def test_metrics_report_latency_and_counts(closing: Closing):
+    from pipeline.metrics import oracle_metrics, percentile
+
+    closing.full_deal()
+    metrics = oracle_metrics(closing.engine)
+    assert set(metrics) == {"registry:registrar", "bank:lender", "bank:bank"}
+    assert metrics["registry:registrar"]["effects"] == {"mined": 2}
+    assert metrics["bank:lender"]["effects"] == {"mined": 2}
+    latency = metrics["bank:lender"]["latency_ms"]
+    assert latency["count"] == 2 and 0 < latency["p50"] <= latency["p95"] <= latency["max"]
+    assert percentile([5.0, 1.0, 3.0, 2.0, 4.0], 50) == 3.0
+    assert percentile([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0], 95) == 10.0
+    assert percentile([], 50) is None
