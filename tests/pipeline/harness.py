@@ -7,27 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from chain.node import free_port
 from chain.session import ChainSession
-from pipeline.adapters.http import (
-    BANK_METHODS,
-    REGISTRY_METHODS,
-    HookClient,
-    HttpBank,
-    HttpRegistry,
-    ServiceThread,
-    make_service,
-)
 from pipeline.adapters.protocols import CredentialKind
-from pipeline.adapters.reference_bank import ReferenceBank
-from pipeline.adapters.reference_registry import ReferenceRegistry
-from pipeline.adapters.sample_data import seed_bank, seed_registry
 from pipeline.credentials import issue_credential
-from pipeline.db import make_engine, sqlite_url
 from pipeline.domain import DealTerms, Party, State
+from pipeline.institutions import Institutions
 from pipeline.oracles.base import Oracle
-from pipeline.oracles.registry import publish_parcel
-from pipeline.runtime import bank_oracle, registry_oracle
 from pipeline.store import WalletStore
 from tests.contracts.conftest import DAY, World
 
@@ -35,61 +20,35 @@ SECRET = {"lender": b"lender-hook-secret", "bank": b"bank-hook-secret", "registr
 
 
 class Closing:
-    """Institutions with real state, their oracles, and helpers to act as buyer and seller."""
+    """The reference institutions with their oracles, and helpers to act as buyer and seller."""
 
     def __init__(self, world: World, folder: Path, *, http: bool = False, confirmations: int = 0) -> None:
         self.w = world
         self.chain: ChainSession = world.chain
         self.folder = folder
-        self.urls = {
-            name: sqlite_url(folder / f"{name}.db") for name in ("registry", "lender", "bank", "oracles")
-        }
-        addr = world.addr
-        issuer = addr("issuer")
-        self.registry = ReferenceRegistry(self.urls["registry"])
-        self.parcels = seed_registry(
-            self.registry, owners={"seller": addr("seller"), "owner2": addr("broker")},
-            banks={"bank": addr("bank"), "lender": addr("lender")},
-        )  # fmt: skip
-        for record in self.registry.list_parcels():
-            publish_parcel(world.land, self.chain.sender("registrar"), record)
-        self.lender = ReferenceBank(self.urls["lender"], bank_name="KB Lender", known_issuers={issuer})
-        seed_bank(self.lender, {"buyer": addr("buyer")})
-        self.bank = ReferenceBank(self.urls["bank"], bank_name="Woori Mortgage", known_issuers={issuer})
-        seed_bank(self.bank, {"seller": addr("seller")}, registry=self.registry, creditor=addr("bank"))
-        self.engine = make_engine(self.urls["oracles"])
-        self.wallet = WalletStore(self.engine)
-        self.services: list[ServiceThread] = []
-        adapters: dict[str, Any] = {"lender": self.lender, "bank": self.bank, "registry": self.registry}
-        if http:
-            adapters = {
-                "lender": HttpBank(self.hook("lender", self.lender, BANK_METHODS)),
-                "bank": HttpBank(self.hook("bank", self.bank, BANK_METHODS)),
-                "registry": HttpRegistry(self.hook("registry", self.registry, REGISTRY_METHODS)),
-            }
-        self.adapters = adapters
+        self.inst = Institutions.reference(
+            self.chain,
+            folder,
+            http_secrets=SECRET if http else None,
+            confirmations=confirmations,
+            poll_interval=0.02,
+        )
+        self.urls = self.inst.urls
+        self.registry, self.lender, self.bank = self.inst.registry, self.inst.lender, self.inst.bank
+        self.parcels = self.inst.parcels
+        self.adapters = self.inst.adapters
+        self.services = self.inst.services
         self.confirmations = confirmations
-        self.oracles = self.make_oracles()
-
-    def hook(self, name: str, adapter: Any, methods: dict) -> HookClient:
-        service = ServiceThread(make_service(adapter, SECRET[name], methods, name), free_port()).start()
-        self.services.append(service)
-        return HookClient(service.url, SECRET[name], timeout=2.0, retries=2, backoff=0.05)
+        self.oracles = self.inst.oracles
+        self.engine = self.inst.engine
+        self.wallet = WalletStore(self.engine)
 
     def make_oracles(self) -> list[Oracle]:
-        common = {"engine": self.engine, "confirmations": self.confirmations, "poll_interval": 0.02}
-        oracles = [
-            registry_oracle(self.chain, signer="registrar", adapter=self.adapters["registry"], **common),
-            bank_oracle(self.chain, signer="lender", adapter=self.adapters["lender"], **common),
-            bank_oracle(self.chain, signer="bank", adapter=self.adapters["bank"], **common),
-        ]
-        for oracle in oracles:
-            oracle.recover()  # the banks' one-time allowance: mined now, not inside a test's window
-        return oracles
+        self.inst.adapters = self.adapters
+        return self.inst.make_oracles(confirmations=self.confirmations, poll_interval=0.02)
 
     def close(self) -> None:
-        for service in self.services:
-            service.stop()
+        self.inst.stop()
 
     # --- driving ------------------------------------------------------------------------------
     def pump(self, until: Callable[[], bool], timeout: float = 20.0) -> None:

@@ -3,6 +3,7 @@ events delivered twice. Every deal completes exactly once; nothing wrong is writ
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -16,7 +17,7 @@ from fastapi import FastAPI, Request, Response
 
 from chain.events import Cursor
 from chain.node import free_port
-from pipeline.adapters.http import HookClient, HttpBank, ServiceThread, sign
+from pipeline.adapters.http import BANK_METHODS, HookClient, HttpBank, ServiceThread, make_service, sign
 from pipeline.domain import Party, State
 from pipeline.faults import CRASH_ENV
 from tests.pipeline.harness import SECRET, Closing
@@ -50,34 +51,26 @@ def test_full_closing_over_http_hooks(world, tmp_path):
 
 
 class FaultyBank:
-    """An HTTP service that misbehaves in a chosen way, then can be healed to a real bank."""
+    """An HTTP service that misbehaves in a chosen way."""
 
-    def __init__(self, real, mode: str) -> None:
+    def __init__(self, mode: str) -> None:
         self.mode = mode
         self.calls = 0
-        from pipeline.adapters.http import BANK_METHODS, make_service
-
-        self.healthy = make_service(real, SECRET["lender"], BANK_METHODS, "lender")
         app = FastAPI()
 
         @app.post("/")
         async def hook(request: Request) -> Response:
             self.calls += 1
-            if self.mode == "healthy":
-                return await self._forward(request)
+            doc = json.loads(await request.body())
             if self.mode == "timeout":
-                import asyncio
-
                 await asyncio.sleep(1.0)
                 return Response(b"{}", media_type="application/json")
             if self.mode == "500":
                 return Response(b"boom", status_code=500)
             if self.mode == "unsigned":
-                doc = json.loads(await request.body())
                 body = json.dumps({"id": doc["id"], "data": {"approved": True}}).encode()
                 return Response(body, media_type="application/json")
-            # "garbage": signed, but not a loan decision
-            doc = json.loads(await request.body())
+            # "garbage": properly signed, but not a loan decision
             body = json.dumps({"id": doc["id"], "data": {"approved": "yes please", "rate_bps": -5}}).encode()
             stamp = str(int(time.time()))
             headers = {
@@ -88,20 +81,16 @@ class FaultyBank:
 
         self.app = app
 
-    async def _forward(self, request: Request) -> Response:
-        from starlette.testclient import TestClient
-
-        with TestClient(self.healthy) as client:
-            answer = client.post("/", content=await request.body(), headers=dict(request.headers))
-        return Response(answer.content, status_code=answer.status_code, headers=dict(answer.headers))
-
 
 @pytest.mark.parametrize("mode", ["timeout", "500", "unsigned", "garbage"])
 def test_bad_institution_is_retried_then_parked_and_nothing_goes_on_chain(world, tmp_path, mode):
     c = Closing(world, tmp_path)
-    faulty = FaultyBank(c.lender, mode)
+    faulty = FaultyBank(mode)
     service = ServiceThread(faulty.app, free_port()).start()
-    c.services.append(service)
+    healthy = ServiceThread(
+        make_service(c.lender, SECRET["lender"], BANK_METHODS, "lender"), free_port()
+    ).start()
+    c.services += [service, healthy]
     client = HookClient(service.url, SECRET["lender"], timeout=0.3, retries=2, backoff=0.05)
     c.adapters["lender"] = HttpBank(client)
     c.oracles = c.make_oracles()
@@ -123,7 +112,7 @@ def test_bad_institution_is_retried_then_parked_and_nothing_goes_on_chain(world,
         assert c.lender.loan(deal) is None
 
         # the bank comes back; an operator retries the parked item and it completes once
-        faulty.mode = "healthy"
+        client.url = healthy.url
         assert lender_oracle.retry_parked(f"decision:{deal}")
         c.pump(lambda: w.escrow.call("loanDecision", deal)[0])
         assert w.loans.call("loan", deal)["status"] == 2  # Approved
