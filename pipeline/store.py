@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from eth_utils import to_checksum_address
 from sqlalchemy import Connection, Engine, text
 
 from chain.events import Cursor
@@ -206,6 +207,37 @@ class OracleStore:
             if status == "parked":
                 self._bump(conn, "parked", 1)
 
+    def record_direct(
+        self, *, effect_key: str, deal_id: int | None, kind: str, answer: dict[str, Any], txs: list[SignedTx]
+    ) -> bool:
+        """An effect asked for directly (a cash deposit at the bank), not by a chain event.
+        Returns False when an effect with this key already exists (a repeated request)."""
+        with self.engine.begin() as conn:
+            exists = conn.execute(
+                text("SELECT 1 FROM oracle_effects WHERE effect_key = :k"), {"k": effect_key}
+            ).first()
+            if exists:
+                return False
+            now = time.time()
+            conn.execute(
+                text(
+                    "INSERT INTO oracle_effects (effect_key, oracle, deal_id, kind, status, source_event, "
+                    "source_block, answer, txs, seen_at, updated_at) VALUES "
+                    "(:k, :o, :d, :kind, 'signed', :e, 0, :a, :txs, :now, :now)"
+                ),
+                {
+                    "k": effect_key,
+                    "o": self.oracle,
+                    "d": deal_id,
+                    "kind": kind,
+                    "e": f"direct:{effect_key}",
+                    "a": json.dumps(answer),
+                    "txs": json.dumps([t.__dict__ for t in txs]),
+                    "now": now,
+                },
+            )
+        return True
+
     def finish(self, effect_key: str, status: str, error: str | None = None) -> float | None:
         """Mark an effect mined (or reverted); returns its reaction latency in ms."""
         now = time.time()
@@ -299,6 +331,7 @@ class WalletStore:
                 conn.execute(text(statement))
 
     def put(self, hash_: str, subject: str, document: dict[str, Any], signature: str) -> None:
+        subject = to_checksum_address(subject)
         with self.engine.begin() as conn:
             exists = conn.execute(
                 text("SELECT 1 FROM wallet_credentials WHERE hash = :h"), {"h": hash_}
@@ -317,6 +350,18 @@ class WalletStore:
                         "t": time.time(),
                     },
                 )
+
+    def by_subject(self, subject: str) -> list[tuple[str, dict[str, Any]]]:
+        """(hash, document) of every certificate about `subject`, newest first."""
+        subject = to_checksum_address(subject)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT hash, document FROM wallet_credentials WHERE subject = :s ORDER BY stored_at DESC"
+                ),
+                {"s": subject},
+            ).fetchall()
+        return [(r.hash, json.loads(r.document)) for r in rows]
 
     def get(self, hash_: str) -> tuple[dict[str, Any], str] | None:
         with self.engine.connect() as conn:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from chain.events import ChainEvent
 from pipeline.adapters.protocols import (
     BankAdapter,
+    CashRequest,
     CredentialDocument,
     DisbursementRequest,
     LoanApplication,
@@ -17,7 +18,7 @@ from pipeline.adapters.protocols import (
 )
 from pipeline.domain import State
 from pipeline.oracles.base import Action, Call, Oracle, Parked, Plan
-from pipeline.store import WalletStore
+from pipeline.store import Effect, WalletStore
 
 MAX_UINT = 2**256 - 1
 GAS = {
@@ -109,6 +110,17 @@ class BankOracle(Oracle):
             quotes[str(entry)] = quote.model_dump()
             calls.append(Call(self.loans, "statePayoff", (deal, entry, quote.amount), GAS["statePayoff"]))
         return Action({"quotes": quotes}, calls)
+
+    def issue_deposit(self, request_id: str, customer: str, amount: int) -> Effect:
+        """A customer paid `amount` won in at the bank: the bank issues that many deposit tokens
+        to the customer's address. Exactly once per request id (the API's Idempotency-Key)."""
+        answer = self.adapter.cash(
+            request_id, CashRequest(customer=customer, amount=amount, direction="deposit")
+        )
+        if not answer.accepted:
+            raise Parked(f"the bank refused the deposit: {answer.detail or 'not a customer'}")
+        call = Call(self.token, "mint", (customer, amount), GAS["mint"])
+        return self.submit(f"cash:{request_id}", None, "cash_deposit", Action(answer.model_dump(), [call]))
 
     def _decide(self, plan: Plan, event: ChainEvent, deal: int) -> Action:
         terms = self.escrow.call("terms", deal)

@@ -73,6 +73,7 @@ class Oracle:
         self.contracts = contracts
         self.me = sender.address
         self._recovered = False
+        self._direct = threading.Lock()
 
     # --- to implement ---------------------------------------------------------------------
     def plan(self, event: ChainEvent) -> Plan | None:
@@ -105,6 +106,29 @@ class Oracle:
             self._handle(event, start)
         self.store.save_cursor(batch.cursor)
         return batch
+
+    def submit(self, effect_key: str, deal_id: int | None, kind: str, action: Action) -> Effect:
+        """Carry out an effect asked for directly (not by an event), exactly once per key."""
+        with self._direct:
+            existing = self.store.effect(effect_key)
+            if existing is not None:
+                return existing
+            signed = self.sender.sign_batch(
+                [(c.contract.address, c.contract.encode(c.fn, *c.args), c.gas) for c in action.calls]
+            )
+            try:
+                self.store.record_direct(
+                    effect_key=effect_key, deal_id=deal_id, kind=kind, answer=action.answer, txs=signed
+                )
+            except Exception:
+                self.sender.resync()
+                raise
+        effect = self.store.effect(effect_key)
+        assert effect is not None
+        self._deliver(effect)
+        done = self.store.effect(effect_key)
+        assert done is not None
+        return done
 
     def retry_parked(self, effect_key: str) -> bool:
         """Try a parked effect again: forget it and re-read the blocks from its source event."""

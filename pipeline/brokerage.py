@@ -1,0 +1,410 @@
+"""What a broker can do and see, on chain and with the institutions (no HTTP here).
+
+The API is a thin layer over this class. Brokers act on chain with their own key (held by
+the service for each registered broker address); parties act by signing typed data in their
+wallets: the deal's terms (AcceptTerms), a §565 cancellation (CancelDeal), and one EIP-2612
+permit that lets the escrow pull the buyer's deposit tokens as each payment falls due.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from eth_utils import to_checksum_address
+
+from chain.contract import Contract
+from chain.eip712 import read_domain, typed_data
+from chain.errors import ContractRevert
+from chain.sender import Receipt
+from chain.session import ChainSession
+from pipeline.deals import accept_terms_typed_data
+from pipeline.domain import DealTerms, Party, State, parcel_id
+from pipeline.errors import PipelineError, PipelineValueError
+from pipeline.institutions import LENDER, Institutions
+from pipeline.oracles.bank import BankOracle
+from pipeline.runtime import deployed_contracts
+from pipeline.store import WalletStore
+
+ZERO = "0x" + "00" * 20
+GAPGU_KINDS = ["ownership", "provisional_seizure", "injunction", "auction", "cancellation"]
+LAND_USES = ["building", "field", "paddy", "orchard", "forest", "factory", "road", "other"]
+PERMIT_TYPES = {
+    "Permit": [
+        {"name": "owner", "type": "address"},
+        {"name": "spender", "type": "address"},
+        {"name": "value", "type": "uint256"},
+        {"name": "nonce", "type": "uint256"},
+        {"name": "deadline", "type": "uint256"},
+    ]
+}
+CANCEL_TYPES = {
+    "CancelDeal": [
+        {"name": "dealId", "type": "uint256"},
+        {"name": "party", "type": "uint8"},
+        {"name": "nonce", "type": "uint256"},
+        {"name": "expiry", "type": "uint64"},
+    ]
+}
+
+
+class UnknownDeal(PipelineValueError, LookupError):
+    def __init__(self, deal_id: int) -> None:
+        super().__init__(f"no deal {deal_id}")
+        self.deal_id = deal_id
+
+
+class UnknownParcel(PipelineValueError, LookupError):
+    def __init__(self, parcel: str) -> None:
+        super().__init__(f"no parcel {parcel!r} on the register")
+
+
+class NotABroker(PipelineError, PermissionError):
+    pass
+
+
+class Brokerage:
+    def __init__(self, session: ChainSession, inst: Institutions, brokers: dict[str, str]) -> None:
+        """`brokers` maps each broker's on-chain address to the account name holding its key."""
+        self.session = session
+        self.inst = inst
+        self.brokers = {to_checksum_address(a): n for a, n in brokers.items()}
+        self.c, self.start_block = deployed_contracts(session)
+        self.escrow: Contract = self.c["DealEscrow"]
+        self.loans: Contract = self.c["LoanBook"]
+        self.land: Contract = self.c["LandRegister"]
+        self.token: Contract = self.c["DepositToken"]
+        self.wallet = WalletStore(inst.engine)
+        self.lender_oracle = next(
+            o for o in inst.oracles if isinstance(o, BankOracle) and o.store.oracle == f"bank:{LENDER}"
+        )
+
+    # --- helpers ---------------------------------------------------------------------------------
+    def _broker(self, broker: str) -> Any:
+        name = self.brokers.get(to_checksum_address(broker))
+        if name is None:
+            raise NotABroker(f"{broker} is not a broker this service signs for")
+        return self.session.sender(name)
+
+    def now(self) -> int:
+        block = self.session.rpc.call("eth_getBlockByNumber", ["latest", False])
+        return int(block["timestamp"], 16)
+
+    def _terms(self, deal_id: int) -> dict[str, Any]:
+        if deal_id < 1 or self.escrow.call("dealState", deal_id) == State.NONE:
+            raise UnknownDeal(deal_id)
+        terms: dict[str, Any] = self.escrow.call("terms", deal_id)
+        return terms
+
+    # --- parcels ---------------------------------------------------------------------------------
+    def resolve_parcel(self, parcel: str) -> str:
+        pid = parcel if parcel.startswith("0x") and len(parcel) == 66 else parcel_id(parcel)
+        if not self.land.call("exists", pid):
+            raise UnknownParcel(parcel)
+        return pid
+
+    def title(self, parcel: str) -> dict[str, Any]:
+        """The title as the chain has it: description, owner, active encumbrances, full history."""
+        pid = self.resolve_parcel(parcel)
+        number, location, area, use = self.land.call("parcel", pid)
+        history = []
+        for i in range(int(self.land.call("gapguLength", pid))):
+            entry, active = self.land.call("gapguEntry", pid, i)
+            history.append(
+                {
+                    "section": "gapgu",
+                    "index": i,
+                    "kind": GAPGU_KINDS[entry["kind"]],
+                    "holder": entry["holder"],
+                    "amount": entry["amount"],
+                    "ref": entry["ref"],
+                    "receipt": _text(entry["receipt"]),
+                    "time": _iso(entry["time"]),
+                    "active": active,
+                }
+            )
+        for i in range(int(self.land.call("eulguLength", pid))):
+            entry, active = self.land.call("eulguEntry", pid, i)
+            history.append(
+                {
+                    "section": "eulgu",
+                    "index": i,
+                    "kind": ["mortgage", "discharge"][entry["kind"]],
+                    "holder": entry["creditor"] if entry["kind"] == 0 else None,
+                    "debtor": entry["debtor"] if entry["kind"] == 0 else None,
+                    "amount": entry["maxSecured"],
+                    "rank": entry["rank"],
+                    "ref": entry["ref"],
+                    "receipt": _text(entry["receipt"]),
+                    "time": _iso(entry["time"]),
+                    "active": active,
+                }
+            )
+        encumbrances = [
+            e
+            for e in history
+            if e["active"] and e["kind"] in ("provisional_seizure", "injunction", "auction", "mortgage")
+        ]
+        return {
+            "parcel_id": pid,
+            "number": number,
+            "address": location,
+            "area_m2": area / 100,
+            "land_use": LAND_USES[use],
+            "owner": self.land.call("ownerOf", pid),
+            "blocked": bool(self.land.call("isBlocked", pid)),
+            "encumbrances": encumbrances,
+            "history": history,
+        }
+
+    # --- deals -----------------------------------------------------------------------------------
+    def open_deal(self, broker: str, terms: DealTerms) -> tuple[int, Receipt]:
+        receipt = self.escrow.transact(self._broker(broker), "openDeal", terms.to_abi())
+        opened = [e for e in self.escrow.events(receipt) if e.event == "DealOpened"]
+        return int(opened[0].args["dealId"]), receipt
+
+    def deal(self, deal_id: int) -> dict[str, Any]:
+        terms = self._terms(deal_id)
+        state = State(self.escrow.call("dealState", deal_id))
+        buyer_signed, seller_signed = self.escrow.call("signatures", deal_id)
+        deposit, interim, buyer_balance, loan_paid = self.escrow.call("payments", deal_id)
+        decided, approved = self.escrow.call("loanDecision", deal_id)
+        loan = self.loans.call("loan", deal_id)
+        return {
+            "deal_id": deal_id,
+            "state": state.name.lower(),
+            "broker": self.escrow.call("broker", deal_id),
+            "terms": {
+                **terms,
+                "depositDeadline": _iso(terms["depositDeadline"]),
+                "interimDeadline": _iso(terms["interimDeadline"]) if terms["interim"] else None,
+                "balanceDeadline": _iso(terms["balanceDeadline"]),
+            },
+            "signatures": {"buyer": buyer_signed, "seller": seller_signed},
+            "payments": {
+                "deposit": deposit,
+                "interim": interim,
+                "buyer_balance": buyer_balance,
+                "loan": loan_paid,
+            },
+            "loan": {
+                "decided": decided,
+                "approved_amount": approved,
+                "status": ["none", "requested", "approved", "rejected", "disbursed", "secured", "returned"][
+                    loan["status"]
+                ],
+                "rate_bps": loan["rateBps"],
+                "term_months": loan["termMonths"],
+                "reject_reason": loan["rejectReason"],
+            },
+            "reported": bool(self.escrow.call("reported", deal_id)),
+            "held": int(self.escrow.call("heldBy", deal_id)),
+            "waiting": None if state.terminal else self.waiting(deal_id, terms, state),
+        }
+
+    def waiting(self, deal_id: int, terms: dict[str, Any], state: State) -> dict[str, str] | None:
+        """What the deal waits for now, and why: a party's signature or money, or an institution."""
+        buyer = terms["buyer"]
+        if state == State.OPEN:
+            missing = [
+                p
+                for p, done in zip(("buyer", "seller"), self.escrow.call("signatures", deal_id), strict=True)
+                if not done
+            ]
+            return {"step": "signatures", "reason": f"waiting for the {' and '.join(missing)}'s signature"}
+        due = self.next_payment(deal_id, terms, state)
+        if due is not None:
+            kind, amount = due
+            have = int(self.token.call("balanceOf", buyer))
+            allowed = int(self.token.call("allowance", buyer, self.escrow.address))
+            if have < amount:
+                return {
+                    "step": kind,
+                    "reason": f"waiting for the buyer's funds: {amount:,} won due, {have:,} won held",
+                }
+            if allowed < amount:
+                return {"step": kind, "reason": "waiting for the buyer's payment authorization (permit)"}
+            return {"step": kind, "reason": "payment ready; the pipeline pays it now"}
+        loan = self.loans.call("loan", deal_id)
+        if terms["loanAmount"] and loan["status"] == 0:
+            return {"step": "loan", "reason": "waiting for the loan application (the buyer's e-certificates)"}
+        if terms["loanAmount"] and loan["status"] == 1:
+            return {"step": "loan", "reason": "waiting for the lender's decision"}
+        if state == State.LOAN_APPROVED:
+            return {"step": "disbursement", "reason": "waiting for the lender's disbursement"}
+        if state == State.FUNDED:
+            return {"step": "registration", "reason": "funded; the pipeline requests registration now"}
+        if state == State.REGISTRATION_REQUESTED:
+            if not self.escrow.call("reported", deal_id):
+                return {"step": "report", "reason": "waiting for the transaction report (실거래 신고)"}
+            return {
+                "step": "settlement",
+                "reason": "waiting for payoff statements and the registry's settlement",
+            }
+        return {"step": state.name.lower(), "reason": "waiting for the next deadline"}
+
+    def next_payment(self, deal_id: int, terms: dict[str, Any], state: State) -> tuple[str, int] | None:
+        """The buyer's payment due now, if any: (kind, amount)."""
+        if state == State.SIGNED:
+            return "deposit", int(terms["deposit"])
+        if state == State.DEPOSIT_PAID and terms["interim"]:
+            return "interim", int(terms["interim"])
+        base = State.INTERIM_PAID if terms["interim"] else State.DEPOSIT_PAID
+        if state in (base, State.LOAN_APPROVED):
+            _deposit, _interim, buyer_balance, _loan = self.escrow.call("payments", deal_id)
+            decided, approved = self.escrow.call("loanDecision", deal_id)
+            if buyer_balance or (terms["loanAmount"] and not decided):
+                return None
+            amount = int(terms["balance"]) - int(approved)
+            return ("balance", amount) if amount > 0 else None
+        return None
+
+    def timeline(self, deal_id: int) -> list[dict[str, Any]]:
+        """Every event of the deal on chain, in order: what, who sent it, tx, block, time, gas."""
+        self._terms(deal_id)
+        topic = "0x" + deal_id.to_bytes(32, "big").hex()
+        steps = []
+        receipts: dict[str, Any] = {}
+        blocks: dict[str, int] = {}
+        for contract in (self.escrow, self.loans):
+            logs = self.session.rpc.call(
+                "eth_getLogs",
+                [
+                    {
+                        "fromBlock": hex(self.start_block),
+                        "toBlock": "latest",
+                        "address": contract.address,
+                        "topics": [None, topic],
+                    }
+                ],
+            )
+            for log in logs:
+                decoded = contract.abi.decode_log(log)
+                if decoded is None:
+                    continue
+                tx = decoded.tx_hash
+                if tx not in receipts:
+                    receipts[tx] = self.session.rpc.call("eth_getTransactionReceipt", [tx])
+                bh = decoded.block_hash
+                if bh not in blocks:
+                    block = self.session.rpc.call("eth_getBlockByHash", [bh, False])
+                    blocks[bh] = int(block["timestamp"], 16)
+                steps.append(
+                    {
+                        "step": decoded.event,
+                        "contract": contract.name,
+                        "by": to_checksum_address(receipts[tx]["from"]),
+                        "tx": tx,
+                        "block": decoded.block_number,
+                        "log_index": decoded.log_index,
+                        "time": _iso(blocks[bh]),
+                        "gas": int(receipts[tx]["gasUsed"], 16),
+                        "details": {k: v for k, v in decoded.args.items() if k != "dealId"},
+                    }
+                )
+        steps.sort(key=lambda s: (s["block"], s["log_index"]))
+        return steps
+
+    # --- signatures --------------------------------------------------------------------------------
+    def party_address(self, deal_id: int, party: Party) -> str:
+        terms = self._terms(deal_id)
+        return str(terms["buyer"] if party == Party.BUYER else terms["seller"])
+
+    def acceptance_typed_data(self, deal_id: int, party: Party, expiry: int) -> dict[str, Any]:
+        terms = DealTerms.from_abi(self._terms(deal_id))
+        signer = terms.buyer if party == Party.BUYER else terms.seller
+        nonce = int(self.escrow.call("nonces", signer))
+        return accept_terms_typed_data(read_domain(self.escrow), deal_id, terms, nonce, expiry)
+
+    def submit_acceptance(
+        self, broker: str, deal_id: int, party: Party, expiry: int, signature: str
+    ) -> Receipt:
+        self._terms(deal_id)
+        return self.escrow.transact(
+            self._broker(broker), "acceptTerms", deal_id, int(party), expiry, signature
+        )
+
+    def cancel_typed_data(self, deal_id: int, party: Party, expiry: int) -> dict[str, Any]:
+        signer = self.party_address(deal_id, party)
+        message = {
+            "dealId": deal_id,
+            "party": int(party),
+            "nonce": int(self.escrow.call("nonces", signer)),
+            "expiry": expiry,
+        }
+        return typed_data(read_domain(self.escrow), "CancelDeal", CANCEL_TYPES, message)
+
+    def cancel(self, broker: str, deal_id: int, party: Party, expiry: int, signature: str) -> Receipt:
+        self._terms(deal_id)
+        return self.escrow.transact(
+            self._broker(broker), "cancelWithSignature", deal_id, int(party), expiry, signature
+        )
+
+    def permit_typed_data(self, deal_id: int, value: int, deadline: int) -> dict[str, Any]:
+        """EIP-2612: the buyer lets the escrow pull up to `value` won of its deposit tokens."""
+        owner = self.party_address(deal_id, Party.BUYER)
+        message = {
+            "owner": owner,
+            "spender": self.escrow.address,
+            "value": value,
+            "nonce": int(self.token.call("nonces", owner)),
+            "deadline": deadline,
+        }
+        return typed_data(read_domain(self.token), "Permit", PERMIT_TYPES, message)
+
+    def submit_permit(self, broker: str, deal_id: int, value: int, deadline: int, signature: str) -> Receipt:
+        owner = self.party_address(deal_id, Party.BUYER)
+        raw = bytes.fromhex(signature.removeprefix("0x"))
+        if len(raw) != 65:
+            raise PipelineValueError("a permit signature is 65 bytes (r, s, v)")
+        v = raw[64] if raw[64] >= 27 else raw[64] + 27
+        return self.token.transact(
+            self._broker(broker),
+            "permit",
+            owner,
+            self.escrow.address,
+            value,
+            deadline,
+            v,
+            raw[:32],
+            raw[32:64],
+        )
+
+    # --- money, loan, registration ---------------------------------------------------------------
+    def record_cash_deposit(self, request_id: str, deal_id: int, party: Party, amount: int) -> dict[str, Any]:
+        """The party paid `amount` won in at the lender bank; it issues that many deposit tokens."""
+        customer = self.party_address(deal_id, party)
+        effect = self.lender_oracle.issue_deposit(request_id, customer, amount)
+        return {
+            "status": effect.status,
+            "txs": [t.hash for t in effect.txs],
+            "customer": customer,
+            "amount": amount,
+            "error": effect.error,
+        }
+
+    def apply_for_loan(self, broker: str, deal_id: int, credentials: list[str]) -> Receipt:
+        terms = self._terms(deal_id)
+        if not terms["loanAmount"]:
+            raise PipelineValueError(f"deal {deal_id} has no loan in its terms")
+        for h in credentials:
+            if self.wallet.get(h) is None:
+                raise PipelineValueError(f"credential {h} was not submitted: POST it to /credentials first")
+        return self.loans.transact(
+            self._broker(broker), "requestLoan", deal_id, terms["loanAmount"], terms["lender"], credentials
+        )
+
+    def request_registration(self, broker: str, deal_id: int) -> Receipt:
+        self._terms(deal_id)
+        return self.escrow.transact(self._broker(broker), "requestRegistration", deal_id)
+
+
+def _iso(ts: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(ts)))
+
+
+def _text(b32: str) -> str:
+    return bytes.fromhex(b32.removeprefix("0x")).rstrip(b"\0").decode("utf-8", "replace")
+
+
+__all__ = ["Brokerage", "ContractRevert", "NotABroker", "UnknownDeal", "UnknownParcel"]

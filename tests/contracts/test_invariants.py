@@ -1,0 +1,802 @@
+"""Random deal histories on the real chain keep the books straight (hypothesis stateful test).
+
+A RuleBasedStateMachine opens deals on 3-4 parcels (distinct sellers, some parcels carrying a
+seller mortgage held by `bank`) and drives them with random actions: signatures, payments, loans,
+payoff statements, registration, settlement, cancellation, default after a time warp, refunds,
+withdrawals and token redemptions. It keeps a model of what every deal, parcel, account and the
+token supply should look like and, after EVERY step, compares the chain with it:
+
+- the escrow's token balance == sum of heldBy over non-terminal deals + totalClaimable;
+- tokens are only created or destroyed by BANK_ROLE holders: totalSupply == what the machine
+  minted minus what it burned through bank/lender, and no receipt carries a Transfer from/to the
+  zero address unless it is a mint/burn sent by a BANK_ROLE holder;
+- every parcel has exactly one non-zero owner, the model's (which changes only at settlement);
+- a terminal deal (Settled, Cancelled, Defaulted, Refunded) holds nothing and stays terminal.
+
+Each action also predicts from the model whether the contracts must accept or reject it. A
+rejected action must raise ContractRevert and leave the chain as it was; an accepted one is
+applied to the model. Where a payment deadline is within SLACK seconds of the block time the
+outcome is left open (the next block's timestamp is not known exactly) and the model follows
+the chain.
+
+DEEDCHAIN_HYPOTHESIS_EXAMPLES (default 25) and DEEDCHAIN_HYPOTHESIS_STEPS (default 25) size the
+run; each example starts from a clean chain (evm_snapshot in __init__, evm_revert in teardown).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, event, note, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    multiple,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from chain.contract import Contract
+from chain.errors import ContractRevert
+from chain.sender import Receipt
+from pipeline.domain import DealTerms, GapguKind, Party, State, receipt
+from tests.contracts.conftest import DAY, World
+
+EXAMPLES = int(os.environ.get("DEEDCHAIN_HYPOTHESIS_EXAMPLES", "25"))
+STEPS = int(os.environ.get("DEEDCHAIN_HYPOTHESIS_STEPS", "25"))
+
+ZERO = "0x" + "00" * 20
+SLACK = 120  # seconds around a deadline where the next block's timestamp decides
+MAX_DEALS = 8
+MAX_ACTIVE_MORTGAGES = 8
+
+SELLERS = ("S0", "S1", "S2", "S3")  # fresh accounts, one per parcel
+BUYERS = ("B0", "B1", "B2")
+PEOPLE = SELLERS + BUYERS
+MINTERS = ("bank", "lender")  # BANK_ROLE on DepositToken (brownie-config.yaml)
+CREDITORS = ("bank", "lender")  # LENDER_ROLE on LoanBook; mortgage creditors
+EVERYONE = (*PEOPLE, "bank", "lender", "broker", "registrar")
+
+# LoanBook.Status
+L_NONE, L_REQUESTED, L_APPROVED, L_REJECTED, L_DISBURSED, L_SECURED, L_RETURNED = range(7)
+
+Expect = bool | None  # True: must succeed, False: must revert, None: either (deadline edge)
+
+
+def all_of(*conds: Expect) -> Expect:
+    if any(c is False for c in conds):
+        return False
+    if any(c is None for c in conds):
+        return None
+    return True
+
+
+def by_deadline(now: int, deadline: int) -> Expect:
+    """The next block's `block.timestamp <= deadline`, given the latest block time `now`."""
+    if now > deadline:
+        return False
+    if now + SLACK <= deadline:
+        return True
+    return None
+
+
+def past_deadline(now: int, deadline: int) -> Expect:
+    inside = by_deadline(now, deadline)
+    return None if inside is None else not inside
+
+
+@dataclass
+class ParcelModel:
+    id: str
+    owner: str
+    mortgages: list[tuple[int, str]] = field(default_factory=list)  # (을구 index, creditor), rank order
+    blocking: int | None = None  # 갑구 index of the active provisional seizure, if any
+
+
+@dataclass
+class DealModel:
+    id: int
+    parcel: int
+    seller: str
+    buyer: str
+    lender: str | None
+    terms: DealTerms
+    signed: set[Party] = field(default_factory=set)
+    deposit_paid: bool = False
+    interim_paid: bool = False
+    balance_paid: bool = False
+    decided: bool = False
+    approved: int = 0
+    disbursed: bool = False
+    loan_status: int = L_NONE
+    registration: bool = False
+    terminal: State | None = None
+    payoffs: dict[int, tuple[str, int]] = field(default_factory=dict)
+
+    @property
+    def price(self) -> int:
+        return self.terms.price
+
+    def buyer_paid(self) -> int:
+        t = self.terms
+        paid = t.deposit if self.deposit_paid else 0
+        paid += t.interim if self.interim_paid else 0
+        paid += t.balance - self.approved if self.balance_paid else 0
+        return paid
+
+    def lender_paid(self) -> int:
+        return self.approved if self.disbursed else 0
+
+    def held(self) -> int:
+        return 0 if self.terminal else self.buyer_paid() + self.lender_paid()
+
+    def base(self) -> State:
+        return State.INTERIM_PAID if self.terms.interim else State.DEPOSIT_PAID
+
+    def state(self) -> State:
+        """The state the NatSpec table of DealEscrow says the deal is in."""
+        t = self.terms
+        if self.terminal is not None:
+            return self.terminal
+        if self.registration:
+            return State.REGISTRATION_REQUESTED
+        if self.signed != {Party.BUYER, Party.SELLER}:
+            return State.OPEN
+        if not self.deposit_paid:
+            return State.SIGNED
+        if t.interim and not self.interim_paid:
+            return State.DEPOSIT_PAID
+        if t.loanAmount and not self.decided:
+            return self.base()
+        balance_done = self.balance_paid or t.balance == self.approved
+        loan_done = self.approved == 0 or self.disbursed
+        if balance_done and loan_done:
+            return State.FUNDED
+        return State.LOAN_APPROVED if self.approved else self.base()
+
+    def balance_due(self) -> int:
+        """What payBalance pulls: balance - approved loan."""
+        return self.terms.balance - self.approved
+
+    def progress(self) -> tuple[Any, ...]:
+        payoffs = tuple(sorted(self.payoffs.items()))
+        return (self.state(), len(self.signed), self.balance_paid, self.loan_status, payoffs)
+
+    def performance_begun(self) -> bool:
+        return self.interim_paid or self.balance_paid or self.disbursed
+
+
+@st.composite
+def deal_amounts(draw: Any) -> tuple[int, int, int, int]:
+    deposit = draw(st.integers(1, 100_000_000))
+    interim = draw(st.one_of(st.just(0), st.integers(1, 300_000_000)))
+    balance = draw(st.integers(1, 600_000_000))
+    loan = draw(st.one_of(st.just(0), st.just(balance), st.integers(1, balance)))
+    return deposit, interim, balance, loan
+
+
+class DealHistories(RuleBasedStateMachine):
+    """Subclassed inside the test with `w` set to the test's World (see the test below)."""
+
+    w: World
+    outcomes: Counter[str]  # "<function> ok" / "<function> -> <error>", over all examples
+    checks: Counter[str]
+    deals = Bundle("deals")
+
+    def __init__(self) -> None:
+        super().__init__()
+        w = self.w
+        self.snapshot = w.chain.rpc.call("evm_snapshot")
+        w.chain.resync()
+        self.keys = {name: w.new_account() for name in PEOPLE}
+        self.parcels: list[ParcelModel] = []
+        self.model: dict[int, DealModel] = {}
+        self.terminal_seen: dict[int, State] = {}
+        self.claimable: Counter[str] = Counter()
+        self.minted = 0
+        self.burned = 0
+        self.supply_base = int(w.token.call("totalSupply"))
+        self.escrow_base = w.balance(w.escrow)  # tokens sent to the escrow before (none)
+        self.ready = False
+
+    def teardown(self) -> None:
+        self.checks["examples"] += 1
+        self.w.chain.rpc.call("evm_revert", [self.snapshot])
+        self.w.chain.resync()
+
+    # --- accounts, transactions, views -------------------------------------------------------
+    def who(self, name: str) -> Any:
+        return self.keys.get(name, name)
+
+    def addr(self, name: str) -> str:
+        return self.w.addr(self.who(name))
+
+    def send(self, name: str, contract: Contract, fn: str, *args: Any) -> Receipt:
+        r = self.w.tx(self.who(name), contract, fn, *args)
+        for e in self.w.token.events(r):
+            if e.event == "Transfer" and ZERO in (e.args["from"], e.args["to"]):
+                assert contract.address == self.w.token.address and fn in ("mint", "burn"), (
+                    f"{contract.name}.{fn} by {name} created or destroyed tokens: {e.args}"
+                )
+                assert name in MINTERS, f"{name} (not a BANK_ROLE holder) did {fn}: {e.args}"
+        return r
+
+    def mint(self, to: str, amount: int, minter: str = "bank") -> None:
+        if amount:
+            self.send(minter, self.w.token, "mint", self.addr(to), amount)
+            self.minted += amount
+
+    def fund(self, payer: str, spender: Contract, amount: int, minter: str = "bank") -> None:
+        """Give `payer` `amount` fresh tokens and let `spender` pull them."""
+        self.mint(payer, amount, minter)
+        self.send(payer, self.w.token, "approve", spender.address, amount)
+
+    def views(self, calls: list[tuple[Contract, str, tuple[Any, ...]]]) -> list[Any]:
+        """Many eth_calls in one JSON-RPC batch."""
+        batch = [
+            ("eth_call", [{"to": c.address, "data": c.encode(fn, *args)}, "latest"]) for c, fn, args in calls
+        ]
+        out = []
+        for (c, fn, args), raw in zip(calls, self.w.chain.rpc.batch(batch), strict=True):
+            if isinstance(raw, Exception):
+                raise raw
+            out.append(c.abi.decode_output(fn, len(args), bytes.fromhex(raw[2:])))
+        return out
+
+    def observe(self) -> dict[str, Any]:
+        w = self.w
+        deals = sorted(self.model)
+        calls: list[tuple[Contract, str, tuple[Any, ...]]] = [
+            (w.token, "balanceOf", (w.escrow.address,)),
+            (w.token, "totalSupply", ()),
+            (w.escrow, "totalClaimable", ()),
+        ]
+        calls += [(w.escrow, "dealState", (d,)) for d in deals]
+        calls += [(w.escrow, "heldBy", (d,)) for d in deals]
+        calls += [(w.loans, "loan", (d,)) for d in deals]
+        calls += [(w.land, "ownerOf", (p.id,)) for p in self.parcels]
+        calls += [(w.land, "activeMortgages", (p.id,)) for p in self.parcels]
+        calls += [(w.land, "activeBlockingCount", (p.id,)) for p in self.parcels]
+        calls += [(w.escrow, "claimable", (self.addr(a),)) for a in EVERYONE]
+        values = iter(self.views(calls))
+        n, m = len(deals), len(self.parcels)
+        obs: dict[str, Any] = {
+            "escrow": next(values),
+            "supply": next(values),
+            "claimable_total": next(values),
+        }
+        obs["state"] = dict(zip(deals, [State(next(values)) for _ in range(n)], strict=True))
+        obs["held"] = dict(zip(deals, [next(values) for _ in range(n)], strict=True))
+        obs["loan"] = dict(zip(deals, [next(values)["status"] for _ in range(n)], strict=True))
+        obs["owner"] = [next(values) for _ in range(m)]
+        obs["mortgages"] = [list(next(values)) for _ in range(m)]
+        obs["blockings"] = [next(values) for _ in range(m)]
+        obs["claimable"] = {a: next(values) for a in EVERYONE}
+        return obs
+
+    def attempt(self, expect: Expect, name: str, contract: Contract, fn: str, *args: Any) -> Receipt | None:
+        """Send; a revert must leave the chain unchanged. Returns the receipt, None if reverted."""
+        before = self.observe()
+        try:
+            r = self.send(name, contract, fn, *args)
+        except ContractRevert as err:
+            after = self.observe()
+            assert after == before, f"{fn} reverted ({err.name}) but changed the chain"
+            outcome = f"{fn} -> {err.name}"
+            note(f"{outcome} {err.args_by_name}")
+            self.outcomes[outcome] += 1
+            event(outcome)
+            assert expect is not True, (
+                f"{contract.name}.{fn}{args!r} by {name} should succeed but reverted with "
+                f"{err.name}{err.args_by_name}"
+            )
+            return None
+        self.outcomes[f"{fn} ok"] += 1
+        event(f"{fn} ok")
+        assert expect is not False, f"{contract.name}.{fn}{args!r} by {name} should have reverted"
+        return r
+
+    def parcel(self, index: int) -> ParcelModel:
+        return self.parcels[index % len(self.parcels)]
+
+    def credit(self, name: str | None, amount: int) -> None:
+        if name is not None and amount:
+            self.claimable[name] += amount
+
+    # --- setup -------------------------------------------------------------------------------
+    @initialize(n=st.integers(3, 4), mortgaged=st.lists(st.booleans(), min_size=3, max_size=3))
+    def register_parcels(self, n: int, mortgaged: list[bool]) -> None:
+        for i in range(n):
+            owner = SELLERS[i]
+            pid = self.w.register_parcel(self.who(owner))
+            p = ParcelModel(pid, owner)
+            if i == 0 or (i <= len(mortgaged) and mortgaged[i - 1]):  # parcel 0 always
+                index = self.w.add_mortgage(pid, creditor="bank", debtor=self.who(owner))
+                p.mortgages.append((index, "bank"))
+            self.parcels.append(p)
+        self.ready = True
+
+    # --- opening and signing -----------------------------------------------------------------
+    @precondition(lambda self: len(self.model) < MAX_DEALS)
+    @rule(
+        target=deals,
+        parcel=st.integers(0, 3),
+        buyer=st.sampled_from(PEOPLE),
+        amounts=deal_amounts(),
+        lender=st.sampled_from(CREDITORS),
+        days=st.tuples(st.integers(1, 10), st.integers(1, 30), st.integers(1, 30)),
+        progress=st.integers(0, 14),
+        approve=st.booleans(),
+    )
+    def open_deal(
+        self,
+        parcel: int,
+        buyer: str,
+        amounts: tuple[int, int, int, int],
+        lender: str,
+        days: tuple[int, int, int],
+        progress: int,
+        approve: bool,
+    ) -> Any:
+        """Open a deal and take it `progress` steps towards settlement (see advance)."""
+        p = self.parcel(parcel)
+        terms = self._terms(p, p.owner, buyer, amounts, lender, days)
+        r = self.attempt(buyer != p.owner, "broker", self.w.escrow, "openDeal", terms.to_abi())
+        if r is None:
+            return multiple()
+        (opened,) = [e for e in self.w.escrow.events(r) if e.event == "DealOpened"]
+        deal = int(opened.args["dealId"])
+        assert deal not in self.model
+        self.model[deal] = DealModel(
+            deal,
+            self.parcels.index(p),
+            p.owner,
+            buyer,
+            lender if terms.loanAmount else None,
+            terms,
+        )
+        self.books_balance()
+        self.advance(deal, progress, approve, 50)
+        return deal
+
+    @rule(parcel=st.integers(0, 3), seller=st.sampled_from(PEOPLE), buyer=st.sampled_from(PEOPLE))
+    def open_deal_for_non_owner(self, parcel: int, seller: str, buyer: str) -> None:
+        p = self.parcel(parcel)
+        if seller in (p.owner, buyer):
+            return
+        terms = self._terms(p, seller, buyer, (1, 0, 9, 0), "lender", (1, 1, 1))
+        self.attempt(False, "broker", self.w.escrow, "openDeal", terms.to_abi())
+
+    def _terms(
+        self,
+        p: ParcelModel,
+        seller: str,
+        buyer: str,
+        amounts: tuple[int, int, int, int],
+        lender: str,
+        days: tuple[int, int, int],
+    ) -> DealTerms:
+        deposit, interim, balance, loan = amounts
+        now = self.w.now()
+        d_dep, d_int, d_bal = days
+        return DealTerms(
+            parcelId=p.id,
+            seller=self.addr(seller),
+            buyer=self.addr(buyer),
+            price=deposit + interim + balance,
+            deposit=deposit,
+            interim=interim,
+            balance=balance,
+            depositDeadline=now + d_dep * DAY,
+            interimDeadline=now + (d_dep + d_int) * DAY if interim else 0,
+            balanceDeadline=now + (d_dep + d_int + d_bal) * DAY,
+            loanAmount=loan,
+            lender=self.addr(lender) if loan else ZERO,
+        )
+
+    @rule(deal=deals, party=st.sampled_from(Party), forged=st.booleans())
+    def sign(self, deal: int, party: Party, forged: bool) -> None:
+        d = self.model[deal]
+        signer = d.buyer if party == Party.BUYER else d.seller
+        other = d.seller if party == Party.BUYER else d.buyer
+        key = self.keys[other if forged else signer]
+        expiry, sig = self.w.signature(deal, d.terms, key)
+        expect = not forged and d.state() == State.OPEN and party not in d.signed
+        args = (deal, party, expiry, sig)
+        if self.attempt(expect, "broker", self.w.escrow, "acceptTerms", *args):
+            d.signed.add(party)
+
+    # --- payments ----------------------------------------------------------------------------
+    @rule(deal=deals)
+    def pay_deposit(self, deal: int) -> None:
+        d = self.model[deal]
+        now = self.w.now()
+        expect = all_of(d.state() == State.SIGNED, by_deadline(now, d.terms.depositDeadline))
+        self.fund(d.buyer, self.w.escrow, d.terms.deposit)
+        if self.attempt(expect, d.buyer, self.w.escrow, "payDeposit", deal):
+            d.deposit_paid = True
+
+    @rule(deal=deals)
+    def pay_interim(self, deal: int) -> None:
+        d = self.model[deal]
+        now = self.w.now()
+        expect = all_of(
+            d.terms.interim > 0,
+            d.state() == State.DEPOSIT_PAID,
+            by_deadline(now, d.terms.interimDeadline),
+        )
+        self.fund(d.buyer, self.w.escrow, d.terms.interim)
+        if self.attempt(expect, d.buyer, self.w.escrow, "payInterim", deal):
+            d.interim_paid = True
+
+    @rule(deal=deals)
+    def pay_balance(self, deal: int) -> None:
+        d = self.model[deal]
+        now = self.w.now()
+        expect = all_of(
+            d.state() in (d.base(), State.LOAN_APPROVED),
+            d.terms.loanAmount == 0 or d.decided,
+            not d.balance_paid,
+            d.balance_due() > 0,
+            by_deadline(now, d.terms.balanceDeadline),
+        )
+        self.fund(d.buyer, self.w.escrow, d.balance_due())
+        if self.attempt(expect, d.buyer, self.w.escrow, "payBalance", deal):
+            d.balance_paid = True
+
+    # --- loan --------------------------------------------------------------------------------
+    @rule(deal=deals)
+    def request_loan(self, deal: int) -> None:
+        d = self.model[deal]
+        expect = (
+            d.terms.loanAmount > 0
+            and d.state() in (State.SIGNED, State.DEPOSIT_PAID, State.INTERIM_PAID)
+            and d.loan_status == L_NONE
+        )
+        args = (deal, d.terms.loanAmount, d.terms.lender, [])
+        if self.attempt(expect, d.buyer, self.w.loans, "requestLoan", *args):
+            d.loan_status = L_REQUESTED
+
+    @rule(deal=deals, approve=st.booleans(), share=st.integers(1, 100))
+    def decide_loan(self, deal: int, approve: bool, share: int) -> None:
+        d = self.model[deal]
+        lender = d.lender or "lender"
+        expect = d.loan_status == L_REQUESTED and d.state() in (
+            State.SIGNED,
+            State.DEPOSIT_PAID,
+            State.INTERIM_PAID,
+        )
+        if approve:
+            amount = max(1, d.terms.loanAmount * share // 100)
+            args: tuple[Any, ...] = (deal, amount, 420, 360, amount * 12 // 10)
+            if self.attempt(expect, lender, self.w.loans, "approveLoan", *args):
+                d.decided, d.approved, d.loan_status = True, amount, L_APPROVED
+        elif self.attempt(expect, lender, self.w.loans, "rejectLoan", deal, 7):
+            d.decided, d.approved, d.loan_status = True, 0, L_REJECTED
+
+    @rule(deal=deals)
+    def disburse(self, deal: int) -> None:
+        d = self.model[deal]
+        lender = d.lender or "lender"
+        now = self.w.now()
+        expect = all_of(
+            d.loan_status == L_APPROVED,
+            d.state() == State.LOAN_APPROVED,
+            by_deadline(now, d.terms.balanceDeadline),
+        )
+        self.fund(lender, self.w.loans, d.approved, minter=lender)  # the bank issues its own
+        if self.attempt(expect, lender, self.w.loans, "disburse", deal):
+            d.disbursed, d.loan_status = True, L_DISBURSED
+
+    # --- title -------------------------------------------------------------------------------
+    @rule(
+        deal=deals,
+        pick=st.integers(0, 7),
+        amount=st.integers(0, 400_000_000),
+        who=st.sampled_from(CREDITORS),
+    )
+    def state_payoff(self, deal: int, pick: int, amount: int, who: str) -> None:
+        d = self.model[deal]
+        p = self.parcels[d.parcel]
+        if p.mortgages:
+            index, creditor = p.mortgages[pick % len(p.mortgages)]
+        else:
+            index, creditor = pick, None  # no active mortgage: nothing to state
+        expect = d.terminal is None and creditor == who
+        if self.attempt(expect, who, self.w.loans, "statePayoff", deal, index, amount):
+            d.payoffs[index] = (who, amount)
+
+    @rule(parcel=st.integers(0, 3), creditor=st.sampled_from(CREDITORS))
+    def add_mortgage(self, parcel: int, creditor: str) -> None:
+        p = self.parcel(parcel)
+        args = (p.id, self.addr(creditor), self.addr(p.owner), 500_000_000, receipt("M"))
+        expect = len(p.mortgages) < MAX_ACTIVE_MORTGAGES
+        r = self.attempt(expect, "registrar", self.w.land, "registerMortgage", *args)
+        if r:
+            (ev,) = [e for e in self.w.land.events(r) if e.event == "MortgageRegistered"]
+            p.mortgages.append((int(ev.args["index"]), creditor))
+
+    @rule(parcel=st.integers(0, 3))
+    def toggle_seizure(self, parcel: int) -> None:
+        """가압류 recorded or cancelled: a blocked parcel cannot settle (but can be refunded)."""
+        p = self.parcel(parcel)
+        if p.blocking is None:
+            kind = GapguKind.PROVISIONAL_SEIZURE
+            args = (p.id, kind, self.addr("bank"), 1_000_000, receipt("SEIZE"))
+            r = self.attempt(True, "registrar", self.w.land, "recordBlocking", *args)
+            assert r is not None
+            (ev,) = [e for e in self.w.land.events(r) if e.event == "BlockingRecorded"]
+            p.blocking = int(ev.args["index"])
+        else:
+            args = (p.id, p.blocking, receipt("RELEASE"))
+            self.attempt(True, "registrar", self.w.land, "cancelBlocking", *args)
+            p.blocking = None
+
+    # --- registration and settlement ---------------------------------------------------------
+    @rule(deal=deals, caller=st.sampled_from(["buyer", "seller", "broker", "registrar"]))
+    def request_registration(self, deal: int, caller: str) -> None:
+        d = self.model[deal]
+        name = {"buyer": d.buyer, "seller": d.seller}.get(caller, caller)
+        expect = caller != "registrar" and d.state() == State.FUNDED
+        if self.attempt(expect, name, self.w.escrow, "requestRegistration", deal):
+            d.registration = True
+
+    @rule(deal=deals)
+    def settle(self, deal: int) -> None:
+        d = self.model[deal]
+        p = self.parcels[d.parcel]
+        stated = [d.payoffs.get(index) for index, _ in p.mortgages]
+        total = sum(s[1] for s in stated if s is not None)
+        expect = (
+            d.state() == State.REGISTRATION_REQUESTED
+            and p.owner == d.seller
+            and p.blocking is None
+            and None not in stated
+            and total <= d.price
+        )
+        args = (deal, receipt(f"REG-{deal}"), receipt(f"TAX-{deal}"))
+        r = self.attempt(expect, "registrar", self.w.escrow, "settle", *args)
+        if r is None:
+            return
+        for payoff in stated:
+            assert payoff is not None
+            self.credit(payoff[0], payoff[1])
+        self.credit(d.seller, d.price - total)
+        p.mortgages = []
+        p.owner = d.buyer
+        if d.approved:
+            (ev,) = [e for e in self.w.land.events(r) if e.event == "MortgageRegistered"]
+            assert d.lender is not None
+            p.mortgages.append((int(ev.args["index"]), d.lender))
+            d.loan_status = L_SECURED
+        d.terminal = State.SETTLED
+
+    # --- cancellation, default, refund -------------------------------------------------------
+    # Each way out may first take the deal to the paid deposit and `first` steps further (see
+    # advance), so that deals leave from every stage, not only where the random walk left them.
+    def prepare(self, deal: int, to_deposit: bool, first: int) -> None:
+        if to_deposit:
+            d = self.model[deal]
+            while not d.deposit_paid and self._next_step(deal, True, 50):
+                self.books_balance()
+        self.advance(deal, first, True, 50)
+
+    @rule(
+        deal=deals,
+        by=st.sampled_from(["buyer", "seller", "broker"]),
+        to_deposit=st.booleans(),
+        first=st.integers(0, 3),
+    )
+    def cancel(self, deal: int, by: str, to_deposit: bool, first: int) -> None:
+        self.prepare(deal, to_deposit, first)
+        d = self.model[deal]
+        expect = (
+            d.deposit_paid and d.terminal is None and not d.performance_begun() and by in ("buyer", "seller")
+        )
+        if by == "seller":  # the seller pays in as much as the deposit (배액상환)
+            self.fund(d.seller, self.w.escrow, d.terms.deposit)
+        name = {"buyer": d.buyer, "seller": d.seller}.get(by, by)
+        if self.attempt(expect, name, self.w.escrow, "cancel", deal):
+            if by == "buyer":
+                self.credit(d.seller, d.terms.deposit)
+            else:
+                self.credit(d.buyer, 2 * d.terms.deposit)
+            d.terminal = State.CANCELLED
+
+    @rule(
+        deal=deals,
+        days=st.integers(0, 40),
+        caller=st.sampled_from(["broker", "B0", "S1"]),
+        to_deposit=st.booleans(),
+        first=st.integers(0, 4),
+    )
+    def warp_and_declare_default(
+        self, deal: int, days: int, caller: str, to_deposit: bool, first: int
+    ) -> None:
+        self.prepare(deal, to_deposit, first)
+        self.w.warp(days * DAY)
+        d = self.model[deal]
+        t = d.terms
+        now = self.w.now()
+        if d.state() >= State.FUNDED:  # funded, registration requested, or terminal
+            expect: Expect = False
+        elif not d.deposit_paid:
+            expect = past_deadline(now, t.depositDeadline)
+        elif t.interim and not d.interim_paid:
+            expect = past_deadline(now, t.interimDeadline)
+        else:
+            expect = past_deadline(now, t.balanceDeadline)
+        if not self.attempt(expect, caller, self.w.escrow, "declareDefault", deal):
+            return
+        if not d.deposit_paid:
+            d.terminal = State.CANCELLED
+            return
+        self.credit(d.seller, t.deposit)
+        self.credit(d.buyer, d.buyer_paid() - t.deposit)
+        self.credit(d.lender, d.lender_paid())
+        if d.disbursed:
+            d.loan_status = L_RETURNED
+        d.terminal = State.DEFAULTED
+
+    @rule(
+        deal=deals,
+        by=st.sampled_from(["registrar", "broker"]),
+        reason=st.integers(0, 9),
+        to_deposit=st.booleans(),
+        first=st.integers(0, 10),
+    )
+    def refund(self, deal: int, by: str, reason: int, to_deposit: bool, first: int) -> None:
+        self.prepare(deal, to_deposit, first)
+        d = self.model[deal]
+        expect = d.terminal is None and by == "registrar"
+        if self.attempt(expect, by, self.w.escrow, "refund", deal, reason):
+            self.credit(d.buyer, d.buyer_paid())
+            self.credit(d.lender, d.lender_paid())
+            if d.disbursed:
+                d.loan_status = L_RETURNED
+            d.terminal = State.REFUNDED
+
+    # --- money out ---------------------------------------------------------------------------
+    @rule(who=st.sampled_from(EVERYONE), owed=st.booleans())
+    def withdraw(self, who: str, owed: bool) -> None:
+        """`who` withdraws; with `owed`, the first account (from `who` on) that is owed money."""
+        if owed:
+            start = EVERYONE.index(who)
+            order = EVERYONE[start:] + EVERYONE[:start]
+            who = next((a for a in order if self.claimable[a] > 0), who)
+        if self.attempt(self.claimable[who] > 0, who, self.w.escrow, "withdraw"):
+            self.claimable[who] = 0
+
+    @rule(who=st.sampled_from(PEOPLE), bank=st.sampled_from(MINTERS), share=st.integers(0, 100))
+    def redeem(self, who: str, bank: str, share: int) -> None:
+        """A bank redeems (burns) part of a holder's tokens, with the holder's allowance."""
+        amount = self.w.balance(self.who(who)) * share // 100
+        self.send(who, self.w.token, "approve", self.addr(bank), amount)
+        if self.attempt(amount > 0, bank, self.w.token, "burn", self.addr(who), amount):
+            self.burned += amount
+
+    @rule(who=st.sampled_from((*PEOPLE, "broker", "registrar")), amount=st.integers(1, 10**9))
+    def mint_without_bank_role(self, who: str, amount: int) -> None:
+        self.attempt(False, who, self.w.token, "mint", self.addr(who), amount)
+
+    # --- the happy path, one step at a time --------------------------------------------------
+    @rule(deal=deals, steps=st.integers(1, 14), approve=st.booleans(), share=st.integers(1, 100))
+    def advance(self, deal: int, steps: int, approve: bool, share: int) -> None:
+        """Take up to `steps` next steps towards settlement (random walks rarely get that far);
+        the invariants are checked after each one."""
+        for _ in range(steps):
+            if not self._next_step(deal, approve, share):
+                return
+            self.books_balance()
+
+    def _next_step(self, deal: int, approve: bool, share: int) -> bool:
+        """Try the deal's next step; False when there is none or it was refused."""
+        d = self.model[deal]
+        s = d.state()
+        before = d.progress()
+        if s == State.OPEN:
+            party = Party.BUYER if Party.BUYER not in d.signed else Party.SELLER
+            self.sign(deal, party, False)
+        elif s == State.SIGNED:
+            self.pay_deposit(deal)
+        elif s == State.DEPOSIT_PAID and d.terms.interim:
+            self.pay_interim(deal)
+        elif s in (d.base(), State.LOAN_APPROVED):
+            if d.terms.loanAmount and d.loan_status == L_NONE:
+                self.request_loan(deal)
+            elif d.loan_status == L_REQUESTED:
+                self.decide_loan(deal, approve, share)
+            elif not d.balance_paid and d.balance_due() > 0:
+                self.pay_balance(deal)
+            else:
+                self.disburse(deal)
+        elif s == State.FUNDED:
+            self.request_registration(deal, "broker")
+        elif s == State.REGISTRATION_REQUESTED:
+            p = self.parcels[d.parcel]
+            missing = [(i, c) for i, c in p.mortgages if i not in d.payoffs]
+            if missing:
+                index, creditor = missing[0]
+                amount = d.price * share // 100 // (len(p.mortgages) + 1)
+                self.state_payoff(deal, p.mortgages.index((index, creditor)), amount, creditor)
+            else:
+                self.settle(deal)
+        else:
+            return False
+        return d.progress() != before
+
+    # --- invariants --------------------------------------------------------------------------
+    @invariant()
+    def books_balance(self) -> None:
+        if not self.ready:
+            return
+        self.checks["invariant checks"] += 1
+        obs = self.observe()
+        live = [d for d, s in obs["state"].items() if not s.terminal]
+        # 1. escrow balance == sum of heldBy over live deals + totalClaimable
+        held = sum(obs["held"][d] for d in live)
+        assert obs["escrow"] == held + obs["claimable_total"], (
+            f"escrow holds {obs['escrow']}, deals {held} + claimable {obs['claimable_total']}"
+        )
+        assert obs["escrow"] == self.escrow_base + sum(m.held() for m in self.model.values()) + sum(
+            self.claimable.values()
+        )
+        assert obs["claimable_total"] == sum(self.claimable.values())
+        assert obs["claimable"] == {a: self.claimable[a] for a in EVERYONE}
+        # 2. only BANK_ROLE holders create or destroy tokens
+        assert obs["supply"] == self.supply_base + self.minted - self.burned
+        # 3. each parcel has exactly one owner, the model's; the register's rights match
+        for p, owner, mortgages, blockings in zip(
+            self.parcels, obs["owner"], obs["mortgages"], obs["blockings"], strict=True
+        ):
+            assert int(owner, 16) != 0
+            assert owner == self.addr(p.owner), f"parcel owned by {owner}, model says {p.owner}"
+            assert mortgages == [i for i, _ in p.mortgages]
+            assert blockings == (0 if p.blocking is None else 1)
+        # 4. deals: the model's state; terminal deals hold nothing and stay terminal
+        for deal, m in self.model.items():
+            state = obs["state"][deal]
+            assert state == m.state(), f"deal {deal} is {state.name}, model {m.state().name}"
+            assert obs["held"][deal] == m.held(), f"deal {deal} holds {obs['held'][deal]}"
+            assert obs["loan"][deal] == m.loan_status, f"deal {deal} loan {obs['loan'][deal]}"
+            if deal in self.terminal_seen:
+                assert state == self.terminal_seen[deal], f"deal {deal} left terminal state"
+            if state.terminal:
+                assert obs["held"][deal] == 0
+                self.terminal_seen[deal] = state
+
+
+# about 0.02 s per step on anvil; the benchmark job's larger runs must not hit the 300 s default
+@pytest.mark.timeout(max(300, EXAMPLES * STEPS // 10))
+def test_random_deal_histories_keep_the_books(world: World):
+    outcomes: Counter[str] = Counter()
+    checks: Counter[str] = Counter()
+
+    class Machine(DealHistories):
+        w = world
+
+    Machine.outcomes, Machine.checks = outcomes, checks
+    run_state_machine_as_test(
+        Machine,
+        settings=settings(
+            max_examples=EXAMPLES,
+            stateful_step_count=STEPS,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+        ),
+    )
+    width = max(map(len, outcomes), default=0)
+    print(
+        f"\n{checks['examples']} runs (max_examples={EXAMPLES}, up to {STEPS} steps), "
+        f"{checks['invariant checks']} invariant checks; outcomes of the calls:"
+    )
+    for name, count in sorted(outcomes.items()):
+        print(f"  {name:<{width}}  {count}")
