@@ -135,6 +135,16 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
     uint256 private _totalClaimable;
     mapping(uint256 dealId => Deal) private _deals;
     mapping(address account => uint256) private _claimable;
+    mapping(bytes32 parcelId => uint256 dealId) private _latestDeal;
+
+    /// @notice Registration must follow the balance within this window (등기 within 60 days of 잔금); after it
+    /// anyone may have a funded but unsettled deal refunded, so no money waits on the registrar forever.
+    uint256 public constant REGISTRATION_WINDOW = 60 days;
+    /// @notice Reason code of a refund because the registration window passed.
+    uint16 public constant REASON_REGISTRATION_WINDOW = type(uint16).max;
+    /// @notice EIP-712 typehash of a party's signed §565 cancellation.
+    bytes32 public constant CANCEL_TYPEHASH =
+        keccak256("CancelDeal(uint256 dealId,uint8 party,uint256 nonce,uint64 expiry)");
 
     // ------------------------------------------------------------------ errors
 
@@ -190,6 +200,10 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
     error ParcelBlocked(uint256 dealId, bytes32 parcelId, uint256 activeBlockings);
     /// @notice The creditor of mortgage entry `entryIndex` has not stated a payoff for this deal.
     error PayoffNotStated(uint256 dealId, uint256 entryIndex);
+    /// @notice The parcel is already under contract in live deal `liveDealId` (no double sale, 이중매매).
+    error ParcelUnderContract(bytes32 parcelId, uint256 liveDealId);
+    /// @notice Settlement needs the transaction report (실거래 신고) recorded first.
+    error TransactionNotReported(uint256 dealId);
     /// @notice The price does not cover the stated payoffs.
     error ProceedsShort(uint256 dealId, uint256 price, uint256 payoffTotal);
     /// @notice Only the LoanBook may call; `caller` is not it.
@@ -293,8 +307,11 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
         _checkDeadlines(t.depositDeadline, t.interimDeadline, t.balanceDeadline, interim);
         address owner = _land.ownerOf(t.parcelId);
         if (owner != t.seller) revert SellerNotOwner(t.parcelId, t.seller, owner);
+        uint256 live = _latestDeal[t.parcelId];
+        if (live != 0 && _deals[live].state < State.Settled) revert ParcelUnderContract(t.parcelId, live);
 
         dealId = _nextDealId++;
+        _latestDeal[t.parcelId] = dealId;
         Deal storage d = _deals[dealId];
         d.parcelId = t.parcelId;
         d.seller = t.seller;
@@ -342,7 +359,8 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
 
     // ------------------------------------------------------------------ payments
 
-    /// @notice Pay the deposit (계약금) from the caller (buyer or anyone paying for the buyer), by the deadline.
+    /// @notice Pay the deposit (계약금) from the buyer's tokens (the buyer approved or permitted this contract);
+    /// anyone may trigger it, e.g. the buyer's bank once the buyer's deposit is in, by the deadline.
     function payDeposit(uint256 dealId) external nonReentrant {
         Deal storage d = _deal(dealId);
         if (d.state != State.Signed) revert DealNotInState(dealId, State.Signed, d.state);
@@ -351,7 +369,7 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
         _receive(dealId, d, DEPOSIT_PAID, Payment.Deposit, amount);
     }
 
-    /// @notice Pay the interim (중도금) from the caller, by the interim deadline.
+    /// @notice Pay the interim (중도금) from the buyer's tokens, by the interim deadline; anyone may trigger it.
     function payInterim(uint256 dealId) external nonReentrant {
         Deal storage d = _deal(dealId);
         uint256 amount = d.interim;
@@ -361,7 +379,7 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
         _receive(dealId, d, INTERIM_PAID, Payment.Interim, amount);
     }
 
-    /// @notice Pay the buyer's part of the balance (잔금 - approved loan) from the caller, by the balance
+    /// @notice Pay the buyer's part of the balance (잔금 - approved loan) from the buyer's tokens, by the balance
     /// deadline. Needs deposit and interim paid and, for a loan deal, the lender's decision.
     function payBalance(uint256 dealId) external nonReentrant {
         Deal storage d = _deal(dealId);
@@ -419,32 +437,67 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
     /// seller) or by the seller (the seller pays in an amount equal to the deposit; the buyer gets both).
     function cancel(uint256 dealId) external nonReentrant {
         Deal storage d = _deal(dealId);
+        Party party;
+        if (msg.sender == d.buyer) party = Party.Buyer;
+        else if (msg.sender == d.seller) party = Party.Seller;
+        else revert NotParty(dealId, msg.sender);
+        _cancel(dealId, d, party);
+    }
+
+    /// @notice The same §565 cancellation, submitted by anyone with the party's EIP-712 signature over
+    /// CancelDeal(dealId, party, nonce, expiry); a seller's matching amount is pulled from the seller.
+    function cancelWithSignature(uint256 dealId, Party party, uint64 expiry, bytes calldata signature)
+        external
+        nonReentrant
+    {
+        Deal storage d = _deal(dealId);
+        if (block.timestamp > expiry) revert SignatureExpired(dealId, expiry, block.timestamp);
+        address signer = party == Party.Buyer ? d.buyer : d.seller;
+        uint256 nonce = _useNonce(signer);
+        bytes32 digest = _hashTypedDataV4(keccak256(abi.encode(CANCEL_TYPEHASH, dealId, uint8(party), nonce, expiry)));
+        (address recovered, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, signature);
+        if (err != ECDSA.RecoverError.NoError || recovered != signer) {
+            revert InvalidSigner(dealId, signer, recovered);
+        }
+        _cancel(dealId, d, party);
+    }
+
+    function _cancel(uint256 dealId, Deal storage d, Party party) private {
         State s = d.state;
         uint8 flags = d.flags;
         if (flags & DEPOSIT_PAID == 0 || s >= State.Settled) revert DealNotInState(dealId, State.DepositPaid, s);
         if (flags & (INTERIM_PAID | BALANCE_PAID | LOAN_DISBURSED) != 0) revert PerformanceBegun(dealId);
         uint256 deposit = d.deposit;
         d.state = State.Cancelled;
-        if (msg.sender == d.buyer) {
+        if (party == Party.Buyer) {
             _credit(d.seller, deposit);
-            emit DealCancelled(dealId, Party.Buyer, msg.sender, 0, deposit);
-        } else if (msg.sender == d.seller) {
-            _credit(d.buyer, 2 * deposit);
-            emit DealCancelled(dealId, Party.Seller, msg.sender, 2 * deposit, 0);
-            _token.safeTransferFrom(msg.sender, address(this), deposit);
+            emit DealCancelled(dealId, Party.Buyer, d.buyer, 0, deposit);
         } else {
-            revert NotParty(dealId, msg.sender);
+            address seller = d.seller;
+            _credit(d.buyer, 2 * deposit);
+            emit DealCancelled(dealId, Party.Seller, seller, 2 * deposit, 0);
+            _token.safeTransferFrom(seller, address(this), deposit);
         }
     }
 
-    /// @notice Anyone may declare a missed deadline. Deposit missed: Cancelled, nothing moves. A later payment
-    /// missed: Defaulted; the deposit goes to the seller (liquidated damages), interim and the buyer's balance
-    /// part back to the buyer, a disbursed loan back to the lender.
+    /// @notice Anyone may declare a missed deadline.
+    /// - Deposit missed: Cancelled, nothing moves.
+    /// - Interim, or the buyer's part of the balance, missed: Defaulted; the deposit goes to the seller
+    ///   (liquidated damages), the rest the buyer paid back to the buyer, a disbursed loan back to the lender.
+    /// - The loan missing at the balance deadline (never decided, or approved but not disbursed) while the buyer
+    ///   paid its part: the lender failed, not the buyer; Defaulted with no damages, everyone gets back what it paid.
+    /// - Funded but not settled REGISTRATION_WINDOW after the balance deadline: Refunded to every payer.
     function declareDefault(uint256 dealId) external {
         Deal storage d = _deal(dealId);
         State s = d.state;
-        if (s >= State.Funded) revert DealNotActive(dealId, s);
+        if (s >= State.Settled) revert DealNotActive(dealId, s);
         uint8 flags = d.flags;
+        if (s >= State.Funded) {
+            uint256 closesAt = uint256(d.balanceDeadline) + REGISTRATION_WINDOW;
+            if (block.timestamp <= closesAt) revert NoDeadlineMissed(dealId, uint64(closesAt));
+            _refund(dealId, d, REASON_REGISTRATION_WINDOW);
+            return;
+        }
         if (flags & DEPOSIT_PAID == 0) {
             if (block.timestamp <= d.depositDeadline) revert NoDeadlineMissed(dealId, d.depositDeadline);
             d.state = State.Cancelled;
@@ -457,10 +510,12 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
             missed = Payment.Interim;
         } else {
             if (block.timestamp <= d.balanceDeadline) revert NoDeadlineMissed(dealId, d.balanceDeadline);
-            missed = (flags & BALANCE_PAID == 0 && d.balance != d.approvedLoan) ? Payment.Balance : Payment.Loan;
+            bool loanUndecided = d.loanAmount != 0 && flags & LOAN_DECIDED == 0;
+            bool buyerPartUnpaid = flags & BALANCE_PAID == 0 && d.balance != d.approvedLoan;
+            missed = (!loanUndecided && buyerPartUnpaid) ? Payment.Balance : Payment.Loan;
         }
         (uint256 buyerPaid, uint256 toLender) = _paidBack(d, flags);
-        uint256 toSeller = d.deposit;
+        uint256 toSeller = missed == Payment.Loan ? 0 : d.deposit;
         uint256 toBuyer = buyerPaid - toSeller;
         d.state = State.Defaulted;
         _credit(d.seller, toSeller);
@@ -476,6 +531,10 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
         Deal storage d = _deal(dealId);
         State s = d.state;
         if (s >= State.Settled) revert DealNotActive(dealId, s);
+        _refund(dealId, d, reasonCode);
+    }
+
+    function _refund(uint256 dealId, Deal storage d, uint16 reasonCode) private {
         (uint256 toBuyer, uint256 toLender) = _paidBack(d, d.flags);
         d.state = State.Refunded;
         _credit(d.buyer, toBuyer);
@@ -497,6 +556,11 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
         if (flags & REPORTED != 0) revert AlreadyReported(dealId);
         d.flags = flags | REPORTED;
         emit TransactionReported(dealId, receipt);
+    }
+
+    /// @notice The most recent deal opened on a parcel (0 if none); it blocks new deals while live.
+    function latestDeal(bytes32 parcelId) external view returns (uint256) {
+        return _latestDeal[parcelId];
     }
 
     /// @notice Whether the deal's transaction report was recorded.
@@ -528,6 +592,7 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
         if (d.state != State.RegistrationRequested) {
             revert DealNotInState(dealId, State.RegistrationRequested, d.state);
         }
+        if (d.flags & REPORTED == 0) revert TransactionNotReported(dealId);
         bytes32 parcelId = d.parcelId;
         uint256[] memory mortgages = _checkTitle(dealId, parcelId, d.seller);
         (address[] memory creditors, uint256[] memory payoffs, uint256 payoffTotal) =
@@ -535,16 +600,19 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
         uint256 price = uint256(d.deposit) + d.interim + d.balance;
         if (payoffTotal > price) revert ProceedsShort(dealId, price, payoffTotal);
 
+        // Effects first (every credit), then the register and loan book writes (checks-effects-interactions).
         d.state = State.Settled;
         for (uint256 i; i < mortgages.length; ++i) {
             _credit(creditors[i], payoffs[i]);
             emit PayoffPaid(dealId, mortgages[i], creditors[i], payoffs[i]);
-            _land.settleDischarge(parcelId, mortgages[i], registrationReceipt);
         }
-        _transferTitle(dealId, d, registrationReceipt);
         uint256 proceeds = price - payoffTotal;
         _credit(d.seller, proceeds);
         emit DealSettled(dealId, parcelId, registrationReceipt, taxReceipt, payoffTotal, proceeds);
+        for (uint256 i; i < mortgages.length; ++i) {
+            _land.settleDischarge(parcelId, mortgages[i], registrationReceipt);
+        }
+        _transferTitle(dealId, d, registrationReceipt);
     }
 
     /// @dev Seller still owns the parcel and nothing blocks it; returns the active mortgages.
@@ -776,8 +844,9 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
         d.flags = flags;
         State s = _stage(d, flags);
         d.state = s;
-        emit PaymentReceived(dealId, payment, msg.sender, amount, s);
-        _token.safeTransferFrom(msg.sender, address(this), amount);
+        address buyer = d.buyer;
+        emit PaymentReceived(dealId, payment, buyer, amount, s);
+        _token.safeTransferFrom(buyer, address(this), amount);
     }
 
     /// @dev The furthest stage a live, signed deal has reached given its payment flags.

@@ -2,13 +2,15 @@
 pragma solidity ^0.8.24;
 
 import {ERC20} from "@openzeppelin/contracts/token/ERC20/ERC20.sol";
+import {ERC20Permit} from "@openzeppelin/contracts/token/ERC20/extensions/ERC20Permit.sol";
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 
 /// @title KRW deposit token
 /// @notice A tokenized bank deposit in Korean won: 1 token = 1 won (0 decimals).
 /// Only holders of BANK_ROLE issue (mint) and redeem (burn) it, as in Korea's
-/// tokenized-deposit pilot; everyone else can only transfer what they hold.
-contract DepositToken is ERC20, AccessControl {
+/// tokenized-deposit pilot; everyone else can only transfer what they hold. Holders can approve by
+/// EIP-2612 signature (permit), so a buyer's wallet signs once and the escrow pulls each payment when due.
+contract DepositToken is ERC20, ERC20Permit, AccessControl {
     bytes32 public constant BANK_ROLE = keccak256("BANK_ROLE");
 
     /// @notice The amount to mint or burn was zero.
@@ -20,7 +22,7 @@ contract DepositToken is ERC20, AccessControl {
     event Redeemed(address indexed bank, address indexed from, uint256 amount);
 
     /// @param admin receives DEFAULT_ADMIN_ROLE and may grant BANK_ROLE.
-    constructor(address admin) ERC20("KRW Deposit Token", "KRWD") {
+    constructor(address admin) ERC20("KRW Deposit Token", "KRWD") ERC20Permit("KRW Deposit Token") {
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
     }
 

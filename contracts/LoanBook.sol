@@ -63,7 +63,7 @@ contract LoanBook is AccessControl {
     mapping(uint256 dealId => Loan) private _loans;
     mapping(uint256 dealId => mapping(uint256 entryIndex => Payoff)) private _payoffs;
 
-    /// @notice `caller` is not the buyer of the deal.
+    /// @notice `caller` is neither the buyer of the deal nor its broker.
     error NotDealBuyer(uint256 dealId, address caller);
     /// @notice The deal names `expected` as lender, not `lender`.
     error LenderMismatch(uint256 dealId, address expected, address lender);
@@ -129,14 +129,15 @@ contract LoanBook is AccessControl {
         _token = escrow_.token();
     }
 
-    /// @notice The buyer requests the loan named in the deal's terms.
+    /// @notice The buyer (or the deal's broker, for it) requests the loan named in the deal's terms.
     /// @param amount must equal the deal's loanAmount.
     /// @param lender must equal the deal's lender.
     /// @param credentials hashes of e-certificates anchored in the CredentialRegistry (emitted, not stored).
     function requestLoan(uint256 dealId, uint256 amount, address lender, bytes32[] calldata credentials) external {
         if (credentials.length > MAX_CREDENTIALS) revert TooManyCredentials(credentials.length, MAX_CREDENTIALS);
         (, address buyer, address dealLender, uint256 loanAmount, DealEscrow.State s) = _escrow.loanContext(dealId);
-        if (msg.sender != buyer) revert NotDealBuyer(dealId, msg.sender);
+        // The buyer signed the terms naming this loan and lender; its broker may file the request for it.
+        if (msg.sender != buyer && msg.sender != _escrow.broker(dealId)) revert NotDealBuyer(dealId, msg.sender);
         if (lender != dealLender || lender == address(0)) revert LenderMismatch(dealId, dealLender, lender);
         if (amount != loanAmount) revert AmountMismatch(dealId, loanAmount, amount);
         if (s < DealEscrow.State.Signed || s > DealEscrow.State.InterimPaid) revert DealNotAcceptingLoan(dealId, s);

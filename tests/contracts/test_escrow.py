@@ -9,7 +9,7 @@ from eth_utils import keccak
 
 from chain.errors import ContractRevert
 from pipeline.domain import Party, Payment, State, receipt
-from tests.contracts.conftest import World
+from tests.contracts.conftest import DAY, World
 from tests.contracts.test_settlement import fund_with_loan
 
 ZERO = "0x" + "00" * 20
@@ -216,6 +216,9 @@ def test_each_payment_advances_the_deal_to_settled(world: World, interim: int, l
 
     w.tx("buyer", w.escrow, "requestRegistration", deal)
     assert w.state(deal) == State.REGISTRATION_REQUESTED
+    err = reverted(w, "registrar", w.escrow, "settle", deal, receipt("R"), receipt("T"))
+    assert err.name == "TransactionNotReported"  # 실거래 신고 comes first
+    w.tx("registrar", w.escrow, "recordTransactionReport", deal, receipt("RPT-1"))
     w.tx("registrar", w.escrow, "settle", deal, receipt("R"), receipt("T"))
     assert_closed(w, deal, State.SETTLED)
     assert claimable(w, "seller") == terms.price
@@ -534,8 +537,8 @@ def test_missed_balance_after_disbursement_returns_the_loan_to_the_lender(world:
     assert_closed(w, deal, State.DEFAULTED)
 
 
-def test_missed_disbursement_still_forfeits_the_buyers_deposit(world: World):
-    # The buyer paid everything it owed; the lender approved but never disbursed.
+def test_missed_disbursement_is_the_lenders_default_not_the_buyers(world: World):
+    # The buyer paid everything it owed; the lender approved but never disbursed: no damages.
     w = world
     terms = w.terms(w.register_parcel("seller"))
     deal = w.signed_deal(terms)
@@ -548,18 +551,56 @@ def test_missed_disbursement_still_forfeits_the_buyers_deposit(world: World):
     r = w.tx("seller", w.escrow, "declareDefault", deal)
     (ev,) = [e for e in w.escrow.events(r) if e.event == "DealDefaulted"]
     assert ev.args["missed"] == Payment.LOAN
-    assert claimable(w, "seller") == terms.deposit
-    assert claimable(w, "buyer") == terms.interim + part
+    assert claimable(w, "seller") == 0
+    assert claimable(w, "buyer") == terms.deposit + terms.interim + part
     assert_closed(w, deal, State.DEFAULTED)
 
 
-def test_a_funded_deal_cannot_default(world: World):
+def test_undecided_loan_at_the_balance_deadline_is_not_the_buyers_default(world: World):
+    w = world
+    terms = w.terms(w.register_parcel("seller"))
+    deal = w.signed_deal(terms)
+    w.pay(deal, "payDeposit", "buyer", terms.deposit)
+    w.pay(deal, "payInterim", "buyer", terms.interim)
+    w.tx("buyer", w.loans, "requestLoan", deal, terms.loanAmount, terms.lender, [])  # never decided
+    w.warp(terms.balanceDeadline - w.now() + 1)
+    r = w.tx("seller", w.escrow, "declareDefault", deal)
+    (ev,) = [e for e in w.escrow.events(r) if e.event == "DealDefaulted"]
+    assert ev.args["missed"] == Payment.LOAN and ev.args["toSeller"] == 0
+    assert claimable(w, "buyer") == terms.deposit + terms.interim
+    assert_closed(w, deal, State.DEFAULTED)
+
+
+def test_buyer_missing_its_own_balance_part_forfeits_the_deposit(world: World):
+    w = world
+    terms = w.terms(w.register_parcel("seller"))
+    deal = w.signed_deal(terms)
+    w.pay(deal, "payDeposit", "buyer", terms.deposit)
+    w.pay(deal, "payInterim", "buyer", terms.interim)
+    approve_loan(w, deal, terms)
+    w.warp(terms.balanceDeadline - w.now() + 1)
+    r = w.tx("seller", w.escrow, "declareDefault", deal)
+    (ev,) = [e for e in w.escrow.events(r) if e.event == "DealDefaulted"]
+    assert ev.args["missed"] == Payment.BALANCE
+    assert claimable(w, "seller") == terms.deposit
+    assert claimable(w, "buyer") == terms.interim
+    assert_closed(w, deal, State.DEFAULTED)
+
+
+def test_a_funded_deal_is_refunded_only_after_the_registration_window(world: World):
     w = world
     deal, terms = fund_with_loan(w, w.register_parcel("seller"), loan=0)
+    window = int(w.escrow.call("REGISTRATION_WINDOW"))
+    assert window == 60 * DAY
     w.warp(terms.balanceDeadline - w.now() + 1)
     err = reverted(w, "seller", w.escrow, "declareDefault", deal)
-    assert err.name == "DealNotActive"
-    assert err.args_by_name == {"dealId": deal, "actual": State.REGISTRATION_REQUESTED}
+    assert err.name == "NoDeadlineMissed"
+    assert err.args_by_name == {"dealId": deal, "deadline": terms.balanceDeadline + window}
+    w.warp(window)
+    r = w.tx("buyer", w.escrow, "declareDefault", deal)
+    (ev,) = [e for e in w.escrow.events(r) if e.event == "DealRefunded"]
+    assert ev.args["reasonCode"] == 2**16 - 1 and ev.args["toBuyer"] == terms.price
+    assert_closed(w, deal, State.REFUNDED)
 
 
 # --------------------------------------------------------------------------- refund
@@ -697,3 +738,59 @@ def test_withdraw_pays_out_the_claimable_balance_once(world: World):
     assert (err.name, err.args_by_name) == ("NothingToWithdraw", {"account": w.addr("seller")})
     assert w.balance("seller") == terms.deposit
     assert w.invariant_holds([])
+
+
+def test_a_parcel_under_contract_cannot_be_sold_twice(world: World):
+    w = world
+    parcel = w.register_parcel("seller")
+    first = w.open_deal(w.terms(parcel))
+    err = reverted(w, "broker", w.escrow, "openDeal", w.terms(parcel, buyer="issuer").to_abi())
+    assert err.name == "ParcelUnderContract"
+    assert err.args_by_name == {"parcelId": parcel, "liveDealId": first}
+    assert w.escrow.call("latestDeal", parcel) == first
+    w.tx("registrar", w.escrow, "refund", first, 1)  # once the first deal ends, a new one may open
+    assert w.open_deal(w.terms(parcel)) == first + 1
+
+
+def test_payments_are_pulled_from_the_buyer_whoever_triggers_them(world: World):
+    w = world
+    terms = w.terms(w.register_parcel("seller"))
+    deal = w.signed_deal(terms)
+    w.mint("buyer", terms.deposit)
+    w.approve("buyer", w.escrow, terms.deposit)
+    r = w.tx("broker", w.escrow, "payDeposit", deal)  # the broker (or the buyer's bank) triggers it
+    (ev,) = [e for e in w.escrow.events(r) if e.event == "PaymentReceived"]
+    assert ev.args["payer"] == w.addr("buyer")
+    assert w.balance("buyer") == 0 and w.balance("broker") == 0
+    assert w.state(deal) == State.DEPOSIT_PAID
+
+
+def test_cancellation_by_signature(world: World):
+    from chain.eip712 import read_domain, sign_typed_data, typed_data
+    from pipeline.brokerage import CANCEL_TYPES
+
+    w = world
+    terms = w.terms(w.register_parcel("seller"))
+    deal = w.signed_deal(terms)
+    w.pay(deal, "payDeposit", "buyer", terms.deposit)
+    w.mint("seller", terms.deposit)
+    w.approve("seller", w.escrow, terms.deposit)
+    nonce = int(w.escrow.call("nonces", w.addr("seller")))
+    expiry = w.now() + DAY
+    message = {"dealId": deal, "party": int(Party.SELLER), "nonce": nonce, "expiry": expiry}
+    data = typed_data(read_domain(w.escrow), "CancelDeal", CANCEL_TYPES, message)
+    forged = sign_typed_data(w.key("buyer"), data)
+    err = reverted(w, "broker", w.escrow, "cancelWithSignature", deal, Party.SELLER, expiry, forged)
+    assert err.name == "InvalidSigner"
+    w.tx(
+        "broker",
+        w.escrow,
+        "cancelWithSignature",
+        deal,
+        Party.SELLER,
+        expiry,
+        sign_typed_data(w.key("seller"), data),
+    )
+    assert claimable(w, "buyer") == 2 * terms.deposit
+    assert w.balance("seller") == 0  # the matching amount came from the seller
+    assert_closed(w, deal, State.CANCELLED)

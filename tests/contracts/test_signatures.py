@@ -73,16 +73,19 @@ def test_a_signature_is_bound_to_its_deal_id(world: World):
     w = world
     parcel = w.register_parcel("seller")
     terms = w.terms(parcel)
-    deal_a, deal_b = w.open_deal(terms), w.open_deal(terms)
-    expiry, sig = w.signature(deal_a, terms, "buyer")
+    deal_a = w.open_deal(terms)
+    expiry, sig = w.signature(deal_a, terms, "buyer")  # signed for A, never submitted
+    w.tx("registrar", w.escrow, "refund", deal_a, 9)  # A ends; the parcel is free again
+    deal_b = w.open_deal(terms)  # the very same terms, another deal id
     err = accept_error(w, deal_b, Party.BUYER, expiry, sig)
     assert err.name == "InvalidSigner"
     assert err.args_by_name["expected"] == w.addr("buyer")
     assert err.args_by_name["recovered"] != w.addr("buyer")
-    # the same signature is valid where it belongs, and once used cannot move to deal B either
-    w.tx("broker", w.escrow, "acceptTerms", deal_a, Party.BUYER, expiry, sig)
-    assert accept_error(w, deal_b, Party.BUYER, expiry, sig).name == "InvalidSigner"
     assert w.escrow.call("signatures", deal_b) == (False, False)
+    # a signature made for B is what B takes
+    expiry, sig = w.signature(deal_b, terms, "buyer")
+    w.tx("broker", w.escrow, "acceptTerms", deal_b, Party.BUYER, expiry, sig)
+    assert w.escrow.call("signatures", deal_b) == (True, False)
 
 
 def test_a_signature_for_another_chain_is_rejected(world: World):
