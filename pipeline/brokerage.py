@@ -18,6 +18,8 @@ from chain.eip712 import read_domain, typed_data
 from chain.errors import ContractRevert
 from chain.sender import Receipt
 from chain.session import ChainSession
+from pipeline.adapters.protocols import CredentialDocument, PresentedCredential
+from pipeline.credentials import credential_hash, verify_presented
 from pipeline.deals import accept_terms_typed_data
 from pipeline.domain import DealTerms, Party, State, parcel_id
 from pipeline.errors import PipelineError, PipelineValueError
@@ -393,6 +395,42 @@ class Brokerage:
         return self.loans.transact(
             self._broker(broker), "requestLoan", deal_id, terms["loanAmount"], terms["lender"], credentials
         )
+
+    def submit_credential(self, document: dict[str, Any], signature: str) -> dict[str, Any]:
+        """Keep a party's e-certificate for the banks: the hash must match the document, the
+        signature its issuer. Whether it is anchored and unrevoked is checked when it is used."""
+        doc = CredentialDocument.model_validate(document)
+        h = credential_hash(doc)
+        presented = PresentedCredential(hash=h, document=doc, signature=signature, anchored_valid=True)
+        problem = verify_presented(presented)
+        if problem:
+            raise PipelineValueError(f"credential rejected: {problem}")
+        self.wallet.put(h, doc.subject, doc.model_dump(mode="json"), signature)
+        valid = bool(self.c["CredentialRegistry"].call("isValid", h, doc.subject, int(doc.kind)))
+        return {"hash": h, "subject": doc.subject, "kind": doc.kind.name.lower(), "anchored_valid": valid}
+
+    def deals_of(
+        self, broker: str, *, state: str | None = None, limit: int = 50, offset: int = 0
+    ) -> dict[str, Any]:
+        """The broker's deals, newest first, from the chain's DealOpened events (indexed by broker)."""
+        topic = "0x" + "00" * 12 + to_checksum_address(broker)[2:].lower()
+        logs = self.session.rpc.call(
+            "eth_getLogs",
+            [
+                {
+                    "fromBlock": hex(self.start_block),
+                    "toBlock": "latest",
+                    "address": self.escrow.address,
+                    "topics": [self.escrow.abi.topic("DealOpened"), None, None, topic],
+                }
+            ],
+        )
+        ids = sorted({int(log["topics"][1], 16) for log in logs}, reverse=True)
+        if state is not None:
+            wanted = State[state.upper()]
+            ids = [i for i in ids if self.escrow.call("dealState", i) == wanted]
+        page = ids[offset : offset + limit]
+        return {"total": len(ids), "limit": limit, "offset": offset, "items": [self.deal(i) for i in page]}
 
     def request_registration(self, broker: str, deal_id: int) -> Receipt:
         self._terms(deal_id)
