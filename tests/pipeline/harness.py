@@ -19,6 +19,23 @@ from tests.contracts.conftest import DAY, World
 SECRET = {"lender": b"lender-hook-secret", "bank": b"bank-hook-secret", "registry": b"registry-hook-secret"}
 
 
+def issue_credentials(
+    w: World, wallet: WalletStore, who: str = "buyer", income: int = 96_000_000
+) -> list[str]:
+    """Resident-registration and income certificates: issued, anchored, put in the wallet."""
+    now = w.now()
+    hashes = []
+    for kind, claims in (
+        (CredentialKind.RESIDENT_REGISTRATION, {"name": "김민준", "address": "서울특별시 강남구"}),
+        (CredentialKind.INCOME, {"annual_income": income, "year": 2026}),
+    ):
+        doc, h, sig = issue_credential(w.key("issuer"), kind, w.addr(who), claims, now, now + 90 * DAY)
+        w.tx("issuer", w.creds, "anchor", h, int(kind), w.addr(who), now + 90 * DAY)
+        wallet.put(h, doc.subject, doc.model_dump(mode="json"), sig)
+        hashes.append(h)
+    return hashes
+
+
 class Closing:
     """The reference institutions with their oracles, and helpers to act as buyer and seller."""
 
@@ -66,20 +83,7 @@ class Closing:
                 oracle.step()
 
     def credentials(self, who: str = "buyer", income: int = 96_000_000) -> list[str]:
-        """Resident-registration and income certificates: issued, anchored, put in the wallet."""
-        now = self.w.now()
-        hashes = []
-        for kind, claims in (
-            (CredentialKind.RESIDENT_REGISTRATION, {"name": "김민준", "address": "서울특별시 강남구"}),
-            (CredentialKind.INCOME, {"annual_income": income, "year": 2026}),
-        ):
-            doc, h, sig = issue_credential(
-                self.w.key("issuer"), kind, self.w.addr(who), claims, now, now + 90 * DAY
-            )
-            self.w.tx("issuer", self.w.creds, "anchor", h, int(kind), self.w.addr(who), now + 90 * DAY)
-            self.wallet.put(h, doc.subject, doc.model_dump(mode="json"), sig)
-            hashes.append(h)
-        return hashes
+        return issue_credentials(self.w, self.wallet, who, income)
 
     def open_signed(self, parcel: str = "eunma", **terms_kw: Any) -> tuple[int, DealTerms]:
         terms = self.w.terms(self.parcels[parcel], **terms_kw)

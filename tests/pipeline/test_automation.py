@@ -1,0 +1,59 @@
+"""After both signatures the pipeline drives the deal to settlement with no broker calls."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from chain.eip712 import sign_typed_data
+from pipeline.domain import Party, State
+from pipeline.service import Services
+from tests.pipeline.harness import issue_credentials
+
+
+@pytest.fixture
+def services(world, tmp_path):
+    s = Services.build(world.chain, tmp_path, poll_interval=0.02).start()
+    yield s
+    s.stop()
+
+
+def wait_for(check, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "the pipeline did not get there in time"
+        time.sleep(0.02)
+
+
+def test_signed_deal_runs_itself_to_settlement(world, services: Services):
+    w, b = world, services.brokerage
+    broker = w.addr("broker")
+    parcel = services.institutions.parcels["eunma"]
+    terms = w.terms(parcel)
+    deal, _ = b.open_deal(broker, terms)
+    expiry = w.now() + 86_400
+    for party, who in ((Party.BUYER, "buyer"), (Party.SELLER, "seller")):
+        data = b.acceptance_typed_data(deal, party, expiry)
+        b.submit_acceptance(broker, deal, party, expiry, sign_typed_data(w.key(who), data))
+    assert b.deal(deal)["waiting"]["reason"].startswith("waiting for the buyer's funds")
+
+    # the buyer's wallet: e-certificates, money paid in at the bank, one permit for the escrow
+    issue_credentials(w, b.wallet)
+    own = terms.deposit + terms.interim + terms.balance - terms.loanAmount
+    cash = b.record_cash_deposit("cash-1", deal, Party.BUYER, own)
+    assert cash["status"] == "mined"
+    assert b.record_cash_deposit("cash-1", deal, Party.BUYER, own)["txs"] == cash["txs"]  # once only
+    deadline = w.now() + 90 * 86_400
+    permit = b.permit_typed_data(deal, own, deadline)
+    b.submit_permit(broker, deal, own, deadline, sign_typed_data(w.key("buyer"), permit))
+
+    wait_for(lambda: b.deal(deal)["state"] == "settled")
+    steps = [s["step"] for s in b.timeline(deal)]
+    for step in ("TermsAccepted", "TransactionReported", "PaymentReceived", "LoanRequested", "LoanApproved",
+                 "LoanDisbursed", "RegistrationRequested", "PayoffStated", "DealSettled"):  # fmt: skip
+        assert step in steps, step
+    assert steps.count("PaymentReceived") == 4  # deposit, interim, the buyer's balance part, the loan
+    assert w.land.call("ownerOf", parcel) == w.addr("buyer")
+    assert int(w.token.call("balanceOf", w.addr("buyer"))) == 0  # every won it paid in went to escrow
+    assert State(w.escrow.call("dealState", deal)) == State.SETTLED
