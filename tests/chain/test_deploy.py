@@ -26,7 +26,8 @@ def test_deploy_records_and_grants(chain, deployed):
 
 def test_second_run_reuses(chain, deployed):
     report = deploy_project(chain)
-    assert report.reused == ["DepositToken"] and not report.deployed and not report.granted
+    assert report.reused == ["DepositToken", "LandRegister", "CredentialRegistry", "DealEscrow", "LoanBook"]
+    assert not report.deployed and not report.granted
     assert report.addresses == deployed
 
 
@@ -37,7 +38,12 @@ def test_code_mismatch_redeploys(chain, deployed):
     file.write_text(json.dumps(record))
     try:
         report = deploy_project(chain)
-        assert report.deployed == ["DepositToken"]
+        # the token is new, so is everything built on its address; links and roles follow
+        assert report.deployed == ["DepositToken", "DealEscrow", "LoanBook"]
+        assert report.reused == ["LandRegister", "CredentialRegistry"]
+        escrow = chain.contract("DealEscrow", report.addresses["DealEscrow"])
+        assert escrow.call("loanBook") == report.addresses["LoanBook"]
+        assert escrow.call("token") == report.addresses["DepositToken"]
         assert report.addresses["DepositToken"] != deployed["DepositToken"]
     finally:
         record["contracts"]["DepositToken"]["address"] = deployed["DepositToken"]

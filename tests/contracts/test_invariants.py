@@ -45,9 +45,11 @@ from hypothesis.stateful import (
 )
 
 from chain.contract import Contract
+from chain.eip712 import read_domain, sign_typed_data, typed_data
 from chain.errors import ContractRevert
 from chain.sender import Receipt
-from pipeline.domain import DealTerms, GapguKind, Party, State, receipt
+from pipeline.brokerage import CANCEL_TYPES, PERMIT_TYPES
+from pipeline.domain import DealTerms, GapguKind, Party, Payment, State, receipt
 from tests.contracts.conftest import DAY, World
 
 EXAMPLES = int(os.environ.get("DEEDCHAIN_HYPOTHESIS_EXAMPLES", "25"))
@@ -57,6 +59,7 @@ ZERO = "0x" + "00" * 20
 SLACK = 120  # seconds around a deadline where the next block's timestamp decides
 MAX_DEALS = 8
 MAX_ACTIVE_MORTGAGES = 8
+REGISTRATION_WINDOW = 60 * DAY  # DealEscrow.REGISTRATION_WINDOW: a funded deal may be refunded after it
 
 SELLERS = ("S0", "S1", "S2", "S3")  # fresh accounts, one per parcel
 BUYERS = ("B0", "B1", "B2")
@@ -64,6 +67,8 @@ PEOPLE = SELLERS + BUYERS
 MINTERS = ("bank", "lender")  # BANK_ROLE on DepositToken (brownie-config.yaml)
 CREDITORS = ("bank", "lender")  # LENDER_ROLE on LoanBook; mortgage creditors
 EVERYONE = (*PEOPLE, "bank", "lender", "broker", "registrar")
+PAYERS = ("buyer", "seller", "broker", "bank")  # who sends a payment (the buyer's tokens move)
+ALLOWANCES = ("approve", "permit", "none")  # how the buyer lets the escrow pull its payment
 
 # LoanBook.Status
 L_NONE, L_REQUESTED, L_APPROVED, L_REJECTED, L_DISBURSED, L_SECURED, L_RETURNED = range(7)
@@ -99,6 +104,7 @@ class ParcelModel:
     owner: str
     mortgages: list[tuple[int, str]] = field(default_factory=list)  # (을구 index, creditor), rank order
     blocking: int | None = None  # 갑구 index of the active provisional seizure, if any
+    latest: int = 0  # DealEscrow.latestDeal: the last deal opened on it (0: none); blocks others while live
 
 
 @dataclass
@@ -118,6 +124,7 @@ class DealModel:
     disbursed: bool = False
     loan_status: int = L_NONE
     registration: bool = False
+    reported: bool = False  # 실거래 신고 recorded (recordTransactionReport); settle needs it
     terminal: State | None = None
     payoffs: dict[int, tuple[str, int]] = field(default_factory=dict)
 
@@ -168,10 +175,17 @@ class DealModel:
 
     def progress(self) -> tuple[Any, ...]:
         payoffs = tuple(sorted(self.payoffs.items()))
-        return (self.state(), len(self.signed), self.balance_paid, self.loan_status, payoffs)
+        return (self.state(), len(self.signed), self.balance_paid, self.loan_status, self.reported, payoffs)
 
     def performance_begun(self) -> bool:
         return self.interim_paid or self.balance_paid or self.disbursed
+
+    def loan_missed(self) -> bool:
+        """At the balance deadline: the lender, not the buyer, failed (declareDefault's `missed` = Loan):
+        the loan was never decided, or the buyer paid its part and only the approved loan is missing."""
+        undecided = self.terms.loanAmount > 0 and not self.decided
+        buyer_part_unpaid = not self.balance_paid and self.balance_due() > 0
+        return undecided or not buyer_part_unpaid
 
 
 @st.composite
@@ -205,6 +219,8 @@ class DealHistories(RuleBasedStateMachine):
         self.burned = 0
         self.supply_base = int(w.token.call("totalSupply"))
         self.escrow_base = w.balance(w.escrow)  # tokens sent to the escrow before (none)
+        self.token_domain: dict[str, Any] | None = None  # DepositToken's EIP-712 domain (permit)
+        self.escrow_domain: dict[str, Any] | None = None  # DealEscrow's (cancelWithSignature)
         self.ready = False
 
     def teardown(self) -> None:
@@ -262,9 +278,11 @@ class DealHistories(RuleBasedStateMachine):
         calls += [(w.escrow, "dealState", (d,)) for d in deals]
         calls += [(w.escrow, "heldBy", (d,)) for d in deals]
         calls += [(w.loans, "loan", (d,)) for d in deals]
+        calls += [(w.escrow, "reported", (d,)) for d in deals]
         calls += [(w.land, "ownerOf", (p.id,)) for p in self.parcels]
         calls += [(w.land, "activeMortgages", (p.id,)) for p in self.parcels]
         calls += [(w.land, "activeBlockingCount", (p.id,)) for p in self.parcels]
+        calls += [(w.escrow, "latestDeal", (p.id,)) for p in self.parcels]
         calls += [(w.escrow, "claimable", (self.addr(a),)) for a in EVERYONE]
         values = iter(self.views(calls))
         n, m = len(deals), len(self.parcels)
@@ -276,9 +294,11 @@ class DealHistories(RuleBasedStateMachine):
         obs["state"] = dict(zip(deals, [State(next(values)) for _ in range(n)], strict=True))
         obs["held"] = dict(zip(deals, [next(values) for _ in range(n)], strict=True))
         obs["loan"] = dict(zip(deals, [next(values)["status"] for _ in range(n)], strict=True))
+        obs["reported"] = dict(zip(deals, [next(values) for _ in range(n)], strict=True))
         obs["owner"] = [next(values) for _ in range(m)]
         obs["mortgages"] = [list(next(values)) for _ in range(m)]
         obs["blockings"] = [next(values) for _ in range(m)]
+        obs["latest"] = [next(values) for _ in range(m)]
         obs["claimable"] = {a: next(values) for a in EVERYONE}
         return obs
 
@@ -306,6 +326,12 @@ class DealHistories(RuleBasedStateMachine):
 
     def parcel(self, index: int) -> ParcelModel:
         return self.parcels[index % len(self.parcels)]
+
+    def live_deal(self, p: ParcelModel) -> int | None:
+        """The parcel's deal that is not terminal yet (openDeal: ParcelUnderContract), if any."""
+        if p.latest and self.model[p.latest].terminal is None:
+            return p.latest
+        return None
 
     def credit(self, name: str | None, amount: int) -> None:
         if name is not None and amount:
@@ -335,6 +361,7 @@ class DealHistories(RuleBasedStateMachine):
         days=st.tuples(st.integers(1, 10), st.integers(1, 30), st.integers(1, 30)),
         progress=st.integers(0, 14),
         approve=st.booleans(),
+        free=st.booleans(),
     )
     def open_deal(
         self,
@@ -345,16 +372,24 @@ class DealHistories(RuleBasedStateMachine):
         days: tuple[int, int, int],
         progress: int,
         approve: bool,
+        free: bool,
     ) -> Any:
-        """Open a deal and take it `progress` steps towards settlement (see advance)."""
+        """Open a deal and take it `progress` steps towards settlement (see advance). With `free`,
+        the first parcel from `parcel` on that is not under contract (one live deal per parcel)."""
         p = self.parcel(parcel)
+        if free:
+            start = self.parcels.index(p)
+            order = self.parcels[start:] + self.parcels[:start]
+            p = next((q for q in order if self.live_deal(q) is None), p)
         terms = self._terms(p, p.owner, buyer, amounts, lender, days)
-        r = self.attempt(buyer != p.owner, "broker", self.w.escrow, "openDeal", terms.to_abi())
+        expect = buyer != p.owner and self.live_deal(p) is None
+        r = self.attempt(expect, "broker", self.w.escrow, "openDeal", terms.to_abi())
         if r is None:
             return multiple()
         (opened,) = [e for e in self.w.escrow.events(r) if e.event == "DealOpened"]
         deal = int(opened.args["dealId"])
         assert deal not in self.model
+        p.latest = deal
         self.model[deal] = DealModel(
             deal,
             self.parcels.index(p),
@@ -415,17 +450,74 @@ class DealHistories(RuleBasedStateMachine):
             d.signed.add(party)
 
     # --- payments ----------------------------------------------------------------------------
-    @rule(deal=deals)
-    def pay_deposit(self, deal: int) -> None:
+    # Payments pull from the deal's buyer, whoever sends them: the buyer gets the tokens and lets the
+    # escrow pull them by approve or by EIP-2612 permit ("none": allowance 0, the payment must fail).
+    def pay(self, deal: int, fn: str, amount: int, expect: Expect, caller: str, allowance: str) -> bool:
+        d = self.model[deal]
+        self.mint(d.buyer, amount)
+        if allowance == "permit":
+            self.permit(d.buyer, amount)
+        else:
+            self.send(
+                d.buyer,
+                self.w.token,
+                "approve",
+                self.w.escrow.address,
+                amount if allowance == "approve" else 0,
+            )
+        expect = all_of(expect, allowance != "none")
+        name = {"buyer": d.buyer, "seller": d.seller}.get(caller, caller)
+        r = self.attempt(expect, name, self.w.escrow, fn, deal)
+        if r is None:
+            return False
+        buyer, escrow = self.addr(d.buyer), self.w.escrow.address
+        (paid,) = [e for e in self.w.escrow.events(r) if e.event == "PaymentReceived"]
+        assert (paid.args["payer"], paid.args["amount"]) == (buyer, amount), f"{fn} by {name}: {paid.args}"
+        moved = [
+            (e.args["from"], e.args["to"], e.args["value"])
+            for e in self.w.token.events(r)
+            if e.event == "Transfer"
+        ]
+        assert moved == [(buyer, escrow, amount)], f"{fn} by {name} moved {moved}, not the buyer's {amount}"
+        return True
+
+    def permit(self, owner: str, amount: int) -> None:
+        """`owner` signs an EIP-2612 permit for the escrow; the broker submits it."""
+        key = self.keys[owner]
+        token = self.w.token
+        if self.token_domain is None:
+            self.token_domain = read_domain(token)
+        message = {
+            "owner": key.address,
+            "spender": self.w.escrow.address,
+            "value": amount,
+            "nonce": int(token.call("nonces", key.address)),
+            "deadline": self.w.now() + DAY,
+        }
+        raw = bytes.fromhex(
+            sign_typed_data(key, typed_data(self.token_domain, "Permit", PERMIT_TYPES, message))[2:]
+        )
+        args = (
+            key.address,
+            self.w.escrow.address,
+            amount,
+            message["deadline"],
+            raw[64],
+            raw[:32],
+            raw[32:64],
+        )
+        self.send("broker", token, "permit", *args)
+
+    @rule(deal=deals, caller=st.sampled_from(PAYERS), allowance=st.sampled_from(ALLOWANCES))
+    def pay_deposit(self, deal: int, caller: str = "buyer", allowance: str = "approve") -> None:
         d = self.model[deal]
         now = self.w.now()
         expect = all_of(d.state() == State.SIGNED, by_deadline(now, d.terms.depositDeadline))
-        self.fund(d.buyer, self.w.escrow, d.terms.deposit)
-        if self.attempt(expect, d.buyer, self.w.escrow, "payDeposit", deal):
+        if self.pay(deal, "payDeposit", d.terms.deposit, expect, caller, allowance):
             d.deposit_paid = True
 
-    @rule(deal=deals)
-    def pay_interim(self, deal: int) -> None:
+    @rule(deal=deals, caller=st.sampled_from(PAYERS), allowance=st.sampled_from(ALLOWANCES))
+    def pay_interim(self, deal: int, caller: str = "buyer", allowance: str = "approve") -> None:
         d = self.model[deal]
         now = self.w.now()
         expect = all_of(
@@ -433,12 +525,11 @@ class DealHistories(RuleBasedStateMachine):
             d.state() == State.DEPOSIT_PAID,
             by_deadline(now, d.terms.interimDeadline),
         )
-        self.fund(d.buyer, self.w.escrow, d.terms.interim)
-        if self.attempt(expect, d.buyer, self.w.escrow, "payInterim", deal):
+        if self.pay(deal, "payInterim", d.terms.interim, expect, caller, allowance):
             d.interim_paid = True
 
-    @rule(deal=deals)
-    def pay_balance(self, deal: int) -> None:
+    @rule(deal=deals, caller=st.sampled_from(PAYERS), allowance=st.sampled_from(ALLOWANCES))
+    def pay_balance(self, deal: int, caller: str = "buyer", allowance: str = "approve") -> None:
         d = self.model[deal]
         now = self.w.now()
         expect = all_of(
@@ -448,21 +539,23 @@ class DealHistories(RuleBasedStateMachine):
             d.balance_due() > 0,
             by_deadline(now, d.terms.balanceDeadline),
         )
-        self.fund(d.buyer, self.w.escrow, d.balance_due())
-        if self.attempt(expect, d.buyer, self.w.escrow, "payBalance", deal):
+        if self.pay(deal, "payBalance", d.balance_due(), expect, caller, allowance):
             d.balance_paid = True
 
     # --- loan --------------------------------------------------------------------------------
-    @rule(deal=deals)
-    def request_loan(self, deal: int) -> None:
+    @rule(deal=deals, by=st.sampled_from(["buyer", "broker", "seller", "lender"]))
+    def request_loan(self, deal: int, by: str = "buyer") -> None:
+        """The buyer, or the deal's broker for it, requests the loan; anyone else: NotDealBuyer."""
         d = self.model[deal]
         expect = (
-            d.terms.loanAmount > 0
+            by in ("buyer", "broker")
+            and d.terms.loanAmount > 0
             and d.state() in (State.SIGNED, State.DEPOSIT_PAID, State.INTERIM_PAID)
             and d.loan_status == L_NONE
         )
         args = (deal, d.terms.loanAmount, d.terms.lender, [])
-        if self.attempt(expect, d.buyer, self.w.loans, "requestLoan", *args):
+        name = {"buyer": d.buyer, "seller": d.seller}.get(by, by)
+        if self.attempt(expect, name, self.w.loans, "requestLoan", *args):
             d.loan_status = L_REQUESTED
 
     @rule(deal=deals, approve=st.booleans(), share=st.integers(1, 100))
@@ -549,6 +642,16 @@ class DealHistories(RuleBasedStateMachine):
         if self.attempt(expect, name, self.w.escrow, "requestRegistration", deal):
             d.registration = True
 
+    @rule(deal=deals, by=st.sampled_from(["registrar", "registrar", "broker", "buyer"]))
+    def report_transaction(self, deal: int, by: str = "registrar") -> None:
+        """The registrar records the 실거래 신고 receipt: once, on a signed deal that has not ended."""
+        d = self.model[deal]
+        expect = by == "registrar" and d.terminal is None and d.state() != State.OPEN and not d.reported
+        name = d.buyer if by == "buyer" else by
+        args = (deal, receipt(f"RPT-{deal}"))
+        if self.attempt(expect, name, self.w.escrow, "recordTransactionReport", *args):
+            d.reported = True
+
     @rule(deal=deals)
     def settle(self, deal: int) -> None:
         d = self.model[deal]
@@ -557,6 +660,7 @@ class DealHistories(RuleBasedStateMachine):
         total = sum(s[1] for s in stated if s is not None)
         expect = (
             d.state() == State.REGISTRATION_REQUESTED
+            and d.reported
             and p.owner == d.seller
             and p.blocking is None
             and None not in stated
@@ -605,15 +709,54 @@ class DealHistories(RuleBasedStateMachine):
             self.fund(d.seller, self.w.escrow, d.terms.deposit)
         name = {"buyer": d.buyer, "seller": d.seller}.get(by, by)
         if self.attempt(expect, name, self.w.escrow, "cancel", deal):
-            if by == "buyer":
-                self.credit(d.seller, d.terms.deposit)
-            else:
-                self.credit(d.buyer, 2 * d.terms.deposit)
-            d.terminal = State.CANCELLED
+            self.cancelled(deal, Party.BUYER if by == "buyer" else Party.SELLER)
+
+    def cancelled(self, deal: int, party: Party) -> None:
+        """§565: the buyer forfeits the deposit to the seller, or the seller pays it back double."""
+        d = self.model[deal]
+        if party == Party.BUYER:
+            self.credit(d.seller, d.terms.deposit)
+        else:
+            self.credit(d.buyer, 2 * d.terms.deposit)
+        d.terminal = State.CANCELLED
 
     @rule(
         deal=deals,
-        days=st.integers(0, 40),
+        party=st.sampled_from(Party),
+        flaw=st.sampled_from(["none", "none", "forged", "expired"]),
+        by=st.sampled_from(["broker", "registrar", "B1"]),
+        to_deposit=st.booleans(),
+        first=st.integers(0, 3),
+    )
+    def cancel_with_signature(
+        self, deal: int, party: Party, flaw: str, by: str, to_deposit: bool, first: int
+    ) -> None:
+        """The same §565 cancellation, signed by the party (CancelDeal, its acceptTerms nonce) and
+        submitted by anyone; a seller's matching amount is pulled from the seller."""
+        self.prepare(deal, to_deposit, first)
+        d = self.model[deal]
+        signer, other = (d.buyer, d.seller) if party == Party.BUYER else (d.seller, d.buyer)
+        escrow = self.w.escrow
+        if self.escrow_domain is None:
+            self.escrow_domain = read_domain(escrow)
+        now = self.w.now()
+        message = {
+            "dealId": deal,
+            "party": int(party),
+            "nonce": int(escrow.call("nonces", self.addr(signer))),
+            "expiry": now - 1 if flaw == "expired" else now + DAY,
+        }
+        data = typed_data(self.escrow_domain, "CancelDeal", CANCEL_TYPES, message)
+        sig = sign_typed_data(self.keys[other if flaw == "forged" else signer], data)
+        expect = flaw == "none" and d.deposit_paid and d.terminal is None and not d.performance_begun()
+        if party == Party.SELLER:
+            self.fund(d.seller, escrow, d.terms.deposit)
+        if self.attempt(expect, by, escrow, "cancelWithSignature", deal, party, message["expiry"], sig):
+            self.cancelled(deal, party)
+
+    @rule(
+        deal=deals,
+        days=st.one_of(st.integers(0, 40), st.integers(60, 130)),
         caller=st.sampled_from(["broker", "B0", "S1"]),
         to_deposit=st.booleans(),
         first=st.integers(0, 4),
@@ -621,26 +764,45 @@ class DealHistories(RuleBasedStateMachine):
     def warp_and_declare_default(
         self, deal: int, days: int, caller: str, to_deposit: bool, first: int
     ) -> None:
+        """Deposit missed: Cancelled. Interim or the buyer's balance part missed: Defaulted, the deposit
+        to the seller. The loan missed (never decided, or only the approved loan missing): Defaulted with
+        no damages. Funded (or registration requested) past the registration window: Refunded."""
         self.prepare(deal, to_deposit, first)
         self.w.warp(days * DAY)
         d = self.model[deal]
         t = d.terms
         now = self.w.now()
-        if d.state() >= State.FUNDED:  # funded, registration requested, or terminal
+        funded = d.terminal is None and d.state() >= State.FUNDED
+        if d.terminal is not None:
             expect: Expect = False
+        elif funded:
+            expect = past_deadline(now, t.balanceDeadline + REGISTRATION_WINDOW)
         elif not d.deposit_paid:
             expect = past_deadline(now, t.depositDeadline)
         elif t.interim and not d.interim_paid:
             expect = past_deadline(now, t.interimDeadline)
         else:
             expect = past_deadline(now, t.balanceDeadline)
-        if not self.attempt(expect, caller, self.w.escrow, "declareDefault", deal):
+        r = self.attempt(expect, caller, self.w.escrow, "declareDefault", deal)
+        if r is None:
+            return
+        if funded:
+            (ev,) = [e for e in self.w.escrow.events(r) if e.event == "DealRefunded"]
+            assert ev.args["reasonCode"] == 0xFFFF, ev.args
+            self.refunded(deal)
             return
         if not d.deposit_paid:
             d.terminal = State.CANCELLED
             return
-        self.credit(d.seller, t.deposit)
-        self.credit(d.buyer, d.buyer_paid() - t.deposit)
+        if t.interim and not d.interim_paid:
+            missed = Payment.INTERIM
+        else:
+            missed = Payment.LOAN if d.loan_missed() else Payment.BALANCE
+        to_seller = 0 if missed == Payment.LOAN else t.deposit
+        (ev,) = [e for e in self.w.escrow.events(r) if e.event == "DealDefaulted"]
+        assert (ev.args["missed"], ev.args["toSeller"]) == (missed, to_seller), ev.args
+        self.credit(d.seller, to_seller)
+        self.credit(d.buyer, d.buyer_paid() - to_seller)
         self.credit(d.lender, d.lender_paid())
         if d.disbursed:
             d.loan_status = L_RETURNED
@@ -658,11 +820,16 @@ class DealHistories(RuleBasedStateMachine):
         d = self.model[deal]
         expect = d.terminal is None and by == "registrar"
         if self.attempt(expect, by, self.w.escrow, "refund", deal, reason):
-            self.credit(d.buyer, d.buyer_paid())
-            self.credit(d.lender, d.lender_paid())
-            if d.disbursed:
-                d.loan_status = L_RETURNED
-            d.terminal = State.REFUNDED
+            self.refunded(deal)
+
+    def refunded(self, deal: int) -> None:
+        """Every payer gets back what it paid in."""
+        d = self.model[deal]
+        self.credit(d.buyer, d.buyer_paid())
+        self.credit(d.lender, d.lender_paid())
+        if d.disbursed:
+            d.loan_status = L_RETURNED
+        d.terminal = State.REFUNDED
 
     # --- money out ---------------------------------------------------------------------------
     @rule(who=st.sampled_from(EVERYONE), owed=st.booleans())
@@ -702,20 +869,22 @@ class DealHistories(RuleBasedStateMachine):
         d = self.model[deal]
         s = d.state()
         before = d.progress()
+        # who sends the buyer's payments and how the buyer allows the pull; who files the loan request
+        payer, allowance = PAYERS[share % len(PAYERS)], "permit" if share % 3 == 0 else "approve"
         if s == State.OPEN:
             party = Party.BUYER if Party.BUYER not in d.signed else Party.SELLER
             self.sign(deal, party, False)
         elif s == State.SIGNED:
-            self.pay_deposit(deal)
+            self.pay_deposit(deal, payer, allowance)
         elif s == State.DEPOSIT_PAID and d.terms.interim:
-            self.pay_interim(deal)
+            self.pay_interim(deal, payer, allowance)
         elif s in (d.base(), State.LOAN_APPROVED):
             if d.terms.loanAmount and d.loan_status == L_NONE:
-                self.request_loan(deal)
+                self.request_loan(deal, "buyer" if approve else "broker")
             elif d.loan_status == L_REQUESTED:
                 self.decide_loan(deal, approve, share)
             elif not d.balance_paid and d.balance_due() > 0:
-                self.pay_balance(deal)
+                self.pay_balance(deal, payer, allowance)
             else:
                 self.disburse(deal)
         elif s == State.FUNDED:
@@ -727,6 +896,8 @@ class DealHistories(RuleBasedStateMachine):
                 index, creditor = missing[0]
                 amount = d.price * share // 100 // (len(p.mortgages) + 1)
                 self.state_payoff(deal, p.mortgages.index((index, creditor)), amount, creditor)
+            elif not d.reported:
+                self.report_transaction(deal)
             else:
                 self.settle(deal)
         else:
@@ -754,19 +925,21 @@ class DealHistories(RuleBasedStateMachine):
         # 2. only BANK_ROLE holders create or destroy tokens
         assert obs["supply"] == self.supply_base + self.minted - self.burned
         # 3. each parcel has exactly one owner, the model's; the register's rights match
-        for p, owner, mortgages, blockings in zip(
-            self.parcels, obs["owner"], obs["mortgages"], obs["blockings"], strict=True
+        for p, owner, mortgages, blockings, latest in zip(
+            self.parcels, obs["owner"], obs["mortgages"], obs["blockings"], obs["latest"], strict=True
         ):
             assert int(owner, 16) != 0
             assert owner == self.addr(p.owner), f"parcel owned by {owner}, model says {p.owner}"
             assert mortgages == [i for i, _ in p.mortgages]
             assert blockings == (0 if p.blocking is None else 1)
+            assert latest == p.latest, f"parcel's latest deal is {latest}, model says {p.latest}"
         # 4. deals: the model's state; terminal deals hold nothing and stay terminal
         for deal, m in self.model.items():
             state = obs["state"][deal]
             assert state == m.state(), f"deal {deal} is {state.name}, model {m.state().name}"
             assert obs["held"][deal] == m.held(), f"deal {deal} holds {obs['held'][deal]}"
             assert obs["loan"][deal] == m.loan_status, f"deal {deal} loan {obs['loan'][deal]}"
+            assert obs["reported"][deal] == m.reported, f"deal {deal} reported {obs['reported'][deal]}"
             if deal in self.terminal_seen:
                 assert state == self.terminal_seen[deal], f"deal {deal} left terminal state"
             if state.terminal:

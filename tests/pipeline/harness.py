@@ -39,13 +39,22 @@ def issue_credentials(
 class Closing:
     """The reference institutions with their oracles, and helpers to act as buyer and seller."""
 
-    def __init__(self, world: World, folder: Path, *, http: bool = False, confirmations: int = 0) -> None:
+    def __init__(
+        self,
+        world: World,
+        folder: Path,
+        *,
+        http: bool = False,
+        confirmations: int = 0,
+        urls: dict[str, str] | None = None,
+    ) -> None:
         self.w = world
         self.chain: ChainSession = world.chain
         self.folder = folder
         self.inst = Institutions.reference(
             self.chain,
             folder,
+            urls=urls,
             http_secrets=SECRET if http else None,
             confirmations=confirmations,
             poll_interval=0.02,

@@ -90,3 +90,29 @@ def test_metrics_report_latency_and_counts(closing: Closing):
     assert percentile([5.0, 1.0, 3.0, 2.0, 4.0], 50) == 3.0
     assert percentile([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0], 95) == 10.0
     assert percentile([], 50) is None
+
+
+def test_full_closing_with_every_database_on_postgresql(world, tmp_path, pg_url):
+    """The registry, both banks and the oracles' own books on PostgreSQL instead of SQLite."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(
+        pg_url.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
+    )
+    urls = {}
+    with admin.connect() as conn:
+        for name in ("registry", "lender", "bank", "oracles"):
+            db = f"{name}_{uuid.uuid4().hex[:8]}"
+            conn.execute(text(f"CREATE DATABASE {db}"))
+            urls[name] = pg_url.rsplit("/", 1)[0] + "/" + db
+    c = Closing(world, tmp_path, urls=urls)
+    try:
+        deal, _ = c.full_deal()
+        assert world.state(deal) == State.SETTLED
+        assert set(c.effects(deal).values()) == {"mined"} and len(c.effects(deal)) == 5
+        assert c.registry.read_parcel(c.parcels["eunma"]).owner == world.addr("buyer")
+    finally:
+        c.close()
+        admin.dispose()
