@@ -1,0 +1,186 @@
+"""The API's own tables: brokers, their API keys (stored hashed), and idempotency records.
+
+SQLAlchemy Core with plain SQL that runs on SQLite and PostgreSQL (see pipeline/db.py).
+A key is `dc_<key_id>_<secret>`; it is shown once, when issued, and only its SHA-256 is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from eth_utils import is_address, to_checksum_address
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import IntegrityError
+
+from api.errors import ApiValueError
+from pipeline.db import make_engine
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS brokers (
+        id VARCHAR(32) PRIMARY KEY, name VARCHAR(200) NOT NULL, address VARCHAR(42) NOT NULL UNIQUE,
+        created_at DOUBLE PRECISION NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS api_keys (
+        key_id VARCHAR(32) PRIMARY KEY, broker_id VARCHAR(32) NOT NULL REFERENCES brokers (id),
+        key_hash VARCHAR(64) NOT NULL, created_at DOUBLE PRECISION NOT NULL, revoked_at DOUBLE PRECISION)""",
+    """CREATE TABLE IF NOT EXISTS idempotency (
+        broker_id VARCHAR(32) NOT NULL, key VARCHAR(200) NOT NULL, scope VARCHAR(300) NOT NULL,
+        request_hash VARCHAR(64) NOT NULL, status INTEGER, response_json TEXT,
+        created_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (broker_id, key))""",
+]
+KEY_PREFIX = "dc_"
+
+
+@dataclass(frozen=True)
+class Broker:
+    id: str
+    name: str
+    address: str
+    key_id: str = ""
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    scope: str
+    request_hash: str
+    status: int | None  # None while the first request is still running
+    response_json: str | None
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class ApiStore:
+    def __init__(self, engine_or_url: Engine | str) -> None:
+        self.engine = make_engine(engine_or_url) if isinstance(engine_or_url, str) else engine_or_url
+        with self.engine.begin() as conn:
+            for statement in SCHEMA:
+                conn.execute(text(statement))
+
+    # --- brokers and keys --------------------------------------------------------------------
+    def create_broker(self, name: str, address: str) -> Broker:
+        if not is_address(address):
+            raise ApiValueError(f"broker address {address!r} is not a 0x address")
+        broker = Broker(uuid.uuid4().hex, name, to_checksum_address(address))
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    text("INSERT INTO brokers (id, name, address, created_at) VALUES (:i, :n, :a, :t)"),
+                    {"i": broker.id, "n": name, "a": broker.address, "t": time.time()},
+                )
+        except IntegrityError:
+            raise ApiValueError(f"a broker with address {broker.address} exists already") from None
+        return broker
+
+    def broker_by_address(self, address: str) -> Broker | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                text("SELECT id, name, address FROM brokers WHERE address = :a"),
+                {"a": to_checksum_address(address)},
+            ).first()
+        return Broker(row.id, row.name, row.address) if row else None
+
+    def issue_key(self, broker_id: str) -> str:
+        """A new API key for the broker: returned once, kept only as a hash."""
+        key_id = secrets.token_hex(8)
+        secret = secrets.token_urlsafe(32)
+        with self.engine.begin() as conn:
+            if conn.execute(text("SELECT 1 FROM brokers WHERE id = :i"), {"i": broker_id}).first() is None:
+                raise ApiValueError(f"no broker {broker_id}")
+            conn.execute(
+                text(
+                    "INSERT INTO api_keys (key_id, broker_id, key_hash, created_at) VALUES (:k, :b, :h, :t)"
+                ),
+                {"k": key_id, "b": broker_id, "h": hash_secret(secret), "t": time.time()},
+            )
+        return f"{KEY_PREFIX}{key_id}_{secret}"
+
+    def revoke_key(self, key_id: str) -> bool:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                text("UPDATE api_keys SET revoked_at = :t WHERE key_id = :k AND revoked_at IS NULL"),
+                {"t": time.time(), "k": key_id},
+            )
+        return bool(result.rowcount)
+
+    def authenticate(self, token: str) -> Broker | None:
+        """The broker holding this unrevoked key, or None."""
+        if not token.startswith(KEY_PREFIX):
+            return None
+        parts = token[len(KEY_PREFIX) :].split("_", 1)
+        if len(parts) != 2 or not parts[0] or not parts[1]:
+            return None
+        key_id, secret = parts
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                text(
+                    "SELECT k.key_hash, k.revoked_at, b.id, b.name, b.address FROM api_keys k "
+                    "JOIN brokers b ON b.id = k.broker_id WHERE k.key_id = :k"
+                ),
+                {"k": key_id},
+            ).first()
+        if row is None or row.revoked_at is not None:
+            return None
+        if not hmac.compare_digest(row.key_hash, hash_secret(secret)):
+            return None
+        return Broker(row.id, row.name, row.address, key_id)
+
+    @staticmethod
+    def key_id_of(token: str) -> str:
+        return token[len(KEY_PREFIX) :].split("_", 1)[0]
+
+    # --- idempotency ---------------------------------------------------------------------------
+    def claim(self, broker_id: str, key: str, scope: str, request_hash: str) -> IdempotencyRecord | None:
+        """Claim `key` for this request; None when claimed now, else the existing record."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    text(
+                        "INSERT INTO idempotency (broker_id, key, scope, request_hash, created_at) "
+                        "VALUES (:b, :k, :s, :h, :t)"
+                    ),
+                    {"b": broker_id, "k": key, "s": scope, "h": request_hash, "t": time.time()},
+                )
+            return None
+        except IntegrityError:
+            pass
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                text(
+                    "SELECT scope, request_hash, status, response_json FROM idempotency "
+                    "WHERE broker_id = :b AND key = :k"
+                ),
+                {"b": broker_id, "k": key},
+            ).first()
+        if row is None:  # released between our insert and our read: try once more
+            return self.claim(broker_id, key, scope, request_hash)
+        return IdempotencyRecord(row.scope, row.request_hash, row.status, row.response_json)
+
+    def complete(self, broker_id: str, key: str, status: int, response_json: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "UPDATE idempotency SET status = :s, response_json = :r "
+                    "WHERE broker_id = :b AND key = :k AND status IS NULL"
+                ),
+                {"s": status, "r": response_json, "b": broker_id, "k": key},
+            )
+
+    def release(self, broker_id: str, key: str) -> None:
+        """Forget an unfinished claim (the request failed in a way worth retrying)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                text("DELETE FROM idempotency WHERE broker_id = :b AND key = :k AND status IS NULL"),
+                {"b": broker_id, "k": key},
+            )
+
+    def ping(self) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return {"ok": True}
