@@ -27,7 +27,6 @@ from api.db import ApiStore, Broker
 from api.errors import ApiError, DealNotFound, IdempotentReplay, RateLimited, Unauthenticated
 from api.settings import Settings
 from pipeline.brokerage import Brokerage
-from pipeline.domain import State
 from pipeline.service import Services
 
 # --- app state -------------------------------------------------------------------------------
@@ -131,9 +130,8 @@ def owned_deal(
     deal_id: Annotated[int, Path(ge=1, lt=DEAL_ID_MAX, description="the deal's id on chain", examples=[1])],
 ) -> int:
     """The deal id when the caller's broker opened the deal; 404 otherwise."""
-    if brokerage.escrow.call("dealState", deal_id) == State.NONE:
-        raise DealNotFound(deal_id)
-    if brokerage.escrow.call("broker", deal_id).lower() != broker.address.lower():
+    owner = brokerage.broker_of(deal_id)
+    if owner is None or owner.lower() != broker.address.lower():
         raise DealNotFound(deal_id)
     request.state.deal_id = deal_id
     return deal_id

@@ -20,9 +20,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chain.errors import ChainError, ContractRevert
 from pipeline.adapters.http import AdapterError, AdapterRejected
-from pipeline.brokerage import NotABroker, UnknownDeal, UnknownParcel
+from pipeline.brokerage import DepositRefused, NotABroker, UnknownDeal, UnknownParcel
 from pipeline.errors import PipelineError, PipelineValueError
-from pipeline.oracles.base import Parked
 
 log = logging.getLogger("deedchain.api")
 
@@ -152,7 +151,7 @@ def describe(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]] |
         return 404, error_body("parcel_not_found", str(exc)), {}
     if isinstance(exc, NotABroker):
         return 403, error_body("not_a_broker", str(exc)), {}
-    if isinstance(exc, Parked):
+    if isinstance(exc, DepositRefused):
         return 422, error_body("refused", str(exc)), {}
     if isinstance(exc, AdapterRejected):
         return 422, error_body("institution_rejected", str(exc), {"code": exc.code}), {}
@@ -210,7 +209,7 @@ def install(app: FastAPI) -> None:
         ContractRevert,
         PipelineError,
         ChainError,
-        Parked,
+        DepositRefused,
         StarletteHTTPException,
         Exception,
     ):

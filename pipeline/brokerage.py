@@ -25,6 +25,7 @@ from pipeline.domain import DealTerms, Party, State, parcel_id
 from pipeline.errors import PipelineError, PipelineValueError
 from pipeline.institutions import LENDER, Institutions
 from pipeline.oracles.bank import BankOracle
+from pipeline.oracles.base import Parked
 from pipeline.runtime import deployed_contracts
 from pipeline.store import WalletStore
 
@@ -65,6 +66,10 @@ class NotABroker(PipelineError, PermissionError):
     pass
 
 
+class DepositRefused(PipelineValueError):
+    """The bank did not take the party's money in (not its customer, say)."""
+
+
 class Brokerage:
     def __init__(self, session: ChainSession, inst: Institutions, brokers: dict[str, str]) -> None:
         """`brokers` maps each broker's on-chain address to the account name holding its key."""
@@ -97,6 +102,12 @@ class Brokerage:
             raise UnknownDeal(deal_id)
         terms: dict[str, Any] = self.escrow.call("terms", deal_id)
         return terms
+
+    def broker_of(self, deal_id: int) -> str | None:
+        """The broker who opened the deal, or None when there is no such deal."""
+        if deal_id < 1 or self.escrow.call("dealState", deal_id) == State.NONE:
+            return None
+        return str(self.escrow.call("broker", deal_id))
 
     # --- parcels ---------------------------------------------------------------------------------
     def resolve_parcel(self, parcel: str) -> str:
@@ -376,7 +387,10 @@ class Brokerage:
     def record_cash_deposit(self, request_id: str, deal_id: int, party: Party, amount: int) -> dict[str, Any]:
         """The party paid `amount` won in at the lender bank; it issues that many deposit tokens."""
         customer = self.party_address(deal_id, party)
-        effect = self.lender_oracle.issue_deposit(request_id, customer, amount)
+        try:
+            effect = self.lender_oracle.issue_deposit(request_id, customer, amount)
+        except Parked as exc:
+            raise DepositRefused(str(exc)) from None
         return {
             "status": effect.status,
             "txs": [t.hash for t in effect.txs],

@@ -73,7 +73,9 @@ class Institutions:
         for record in registry.list_parcels():
             publish_parcel(contracts["LandRegister"], session.sender(REGISTRAR), record)
         lender = ReferenceBank(urls["lender"], bank_name="Hanbit Bank (lender)", known_issuers={issuer})
-        seed_bank(lender, {n: signers[n].address for n in ("buyer", "buyer2") if n in signers})
+        # the lender keeps everyone's current account, so any party can pay money in there
+        parties = ("buyer", "buyer2", "seller", "owner2")
+        seed_bank(lender, {n: signers[n].address for n in parties if n in signers})
         bank = ReferenceBank(urls["bank"], bank_name="Seoul Mortgage Bank", known_issuers={issuer})
         seed_bank(bank, owners, registry=registry, creditor=signers[BANK].address)
         inst = cls(session, folder, urls, registry, lender, bank, parcels)

@@ -48,6 +48,18 @@ class Services:
         self._thread.start()
         return self
 
+    def running(self) -> dict[str, bool]:
+        """Which background parts are alive: each oracle, and the automation."""
+        threads = self.institutions.threads
+        alive = {
+            o.store.oracle: bool(threads and t.is_alive())
+            for o, t in zip(
+                self.institutions.oracles, threads.threads if threads else [None] * 3, strict=False
+            )
+        }
+        alive["automation"] = bool(self._thread and self._thread.is_alive())
+        return alive
+
     def stop(self) -> None:
         self._stop.set()
         if self._thread:

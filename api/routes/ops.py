@@ -17,13 +17,6 @@ from pipeline.service import Services
 router = APIRouter(tags=["operations"])
 
 
-def oracle_threads(services: Services) -> dict[str, bool]:
-    threads = services.institutions.threads
-    if threads is None:
-        return {o.store.oracle: False for o in services.institutions.oracles}
-    return {o.store.oracle: t.is_alive() for o, t in zip(threads.oracles, threads.threads, strict=False)}
-
-
 @router.get(
     "/healthz",
     response_model=Health,
@@ -36,8 +29,9 @@ def healthz(services: ServicesDep, response: Response) -> Health:
         node = NodeHealth(reachable=True, block_number=block, chain_id=services.session.chain_id)
     except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
         node = NodeHealth(reachable=False, block_number=None, chain_id=None, error=str(exc)[:200])
-    oracles = oracle_threads(services)
-    driver = bool(services._thread and services._thread.is_alive())
+    running = services.running()
+    driver = running.pop("automation")
+    oracles = running
     ok = node.reachable and bool(oracles) and all(oracles.values()) and driver
     if not ok:
         response.status_code = 503

@@ -302,7 +302,9 @@ class ServiceThread:
     """Runs an ASGI app with uvicorn on a loopback port in a background thread."""
 
     def __init__(self, app: Any, port: int) -> None:
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", timeout_graceful_shutdown=5
+        )
         self.server = uvicorn.Server(config)
         self.url = f"http://127.0.0.1:{port}/"
         self.thread = threading.Thread(target=self.server.run, daemon=True, name=f"service:{port}")

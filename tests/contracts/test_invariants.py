@@ -1,10 +1,13 @@
 """Random deal histories on the real chain keep the books straight (hypothesis stateful test).
 
 A RuleBasedStateMachine opens deals on 3-4 parcels (distinct sellers, some parcels carrying a
-seller mortgage held by `bank`) and drives them with random actions: signatures, payments, loans,
-payoff statements, registration, settlement, cancellation, default after a time warp, refunds,
-withdrawals and token redemptions. It keeps a model of what every deal, parcel, account and the
-token supply should look like and, after EVERY step, compares the chain with it:
+seller mortgage held by `bank`; one live deal per parcel) and drives them with random actions:
+signatures, payments (pulled from the buyer by approve or permit, whoever sends them), loans
+(requested by the buyer or the broker), payoff statements, transaction reports, registration,
+settlement, cancellation (direct or by signature), default or registration-window refund after a
+time warp, refunds, withdrawals and token redemptions. It keeps a model of what every deal,
+parcel, account and the token supply should look like and, after EVERY step, compares the chain
+with it:
 
 - the escrow's token balance == sum of heldBy over non-terminal deals + totalClaimable;
 - tokens are only created or destroyed by BANK_ROLE holders: totalSupply == what the machine
