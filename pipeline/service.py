@@ -51,12 +51,10 @@ class Services:
     def running(self) -> dict[str, bool]:
         """Which background parts are alive: each oracle, and the automation."""
         threads = self.institutions.threads
-        alive = {
-            o.store.oracle: bool(threads and t.is_alive())
-            for o, t in zip(
-                self.institutions.oracles, threads.threads if threads else [None] * 3, strict=False
-            )
-        }
+        alive = {o.store.oracle: False for o in self.institutions.oracles}
+        if threads is not None:
+            for oracle, thread in zip(threads.oracles, threads.threads, strict=True):
+                alive[oracle.store.oracle] = thread.is_alive()
         alive["automation"] = bool(self._thread and self._thread.is_alive())
         return alive
 
