@@ -135,7 +135,7 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
     uint256 private _totalClaimable;
     mapping(uint256 dealId => Deal) private _deals;
     mapping(address account => uint256) private _claimable;
-    mapping(bytes32 parcelId => uint256 dealId) private _latestDeal;
+    mapping(bytes32 parcelId => uint256 dealId) private _contractedDeal;
 
     /// @notice Registration must follow the balance within this window (등기 within 60 days of 잔금); after it
     /// anyone may have a funded but unsettled deal refunded, so no money waits on the registrar forever.
@@ -200,7 +200,7 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
     error ParcelBlocked(uint256 dealId, bytes32 parcelId, uint256 activeBlockings);
     /// @notice The creditor of mortgage entry `entryIndex` has not stated a payoff for this deal.
     error PayoffNotStated(uint256 dealId, uint256 entryIndex);
-    /// @notice The parcel is already under contract in live deal `liveDealId` (no double sale, 이중매매).
+    /// @notice The parcel is already under a signed contract in live deal `liveDealId` (no double sale, 이중매매).
     error ParcelUnderContract(bytes32 parcelId, uint256 liveDealId);
     /// @notice Settlement needs the transaction report (실거래 신고) recorded first.
     error TransactionNotReported(uint256 dealId);
@@ -307,11 +307,8 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
         _checkDeadlines(t.depositDeadline, t.interimDeadline, t.balanceDeadline, interim);
         address owner = _land.ownerOf(t.parcelId);
         if (owner != t.seller) revert SellerNotOwner(t.parcelId, t.seller, owner);
-        uint256 live = _latestDeal[t.parcelId];
-        if (live != 0 && _deals[live].state < State.Settled) revert ParcelUnderContract(t.parcelId, live);
 
         dealId = _nextDealId++;
-        _latestDeal[t.parcelId] = dealId;
         Deal storage d = _deals[dealId];
         d.parcelId = t.parcelId;
         d.seller = t.seller;
@@ -351,6 +348,12 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
         d.flags = flags;
         State s = State.Open;
         if (flags & (BUYER_SIGNED | SELLER_SIGNED) == (BUYER_SIGNED | SELLER_SIGNED)) {
+            // Only one signed contract per parcel at a time (no double sale). Unsigned offers do not
+            // lock the parcel, so a broker alone cannot block it.
+            bytes32 parcelId = d.parcelId;
+            uint256 live = _contractedDeal[parcelId];
+            if (live != 0 && _deals[live].state < State.Settled) revert ParcelUnderContract(parcelId, live);
+            _contractedDeal[parcelId] = dealId;
             s = State.Signed;
             d.state = s;
         }
@@ -360,7 +363,7 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
     // ------------------------------------------------------------------ payments
 
     /// @notice Pay the deposit (계약금) from the buyer's tokens (the buyer approved or permitted this contract);
-    /// anyone may trigger it, e.g. the buyer's bank once the buyer's deposit is in, by the deadline.
+    /// the buyer or the deal's broker triggers it, by the deadline.
     function payDeposit(uint256 dealId) external nonReentrant {
         Deal storage d = _deal(dealId);
         if (d.state != State.Signed) revert DealNotInState(dealId, State.Signed, d.state);
@@ -369,7 +372,7 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
         _receive(dealId, d, DEPOSIT_PAID, Payment.Deposit, amount);
     }
 
-    /// @notice Pay the interim (중도금) from the buyer's tokens, by the interim deadline; anyone may trigger it.
+    /// @notice Pay the interim (중도금) from the buyer's tokens, by the interim deadline (buyer or broker).
     function payInterim(uint256 dealId) external nonReentrant {
         Deal storage d = _deal(dealId);
         uint256 amount = d.interim;
@@ -484,8 +487,8 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
     /// - Deposit missed: Cancelled, nothing moves.
     /// - Interim, or the buyer's part of the balance, missed: Defaulted; the deposit goes to the seller
     ///   (liquidated damages), the rest the buyer paid back to the buyer, a disbursed loan back to the lender.
-    /// - The loan missing at the balance deadline (never decided, or approved but not disbursed) while the buyer
-    ///   paid its part: the lender failed, not the buyer; Defaulted with no damages, everyone gets back what it paid.
+    /// - The loan missing at the balance deadline (requested but never decided, or approved but not disbursed)
+    ///   while the buyer paid its part: the lender failed, not the buyer; Defaulted with no damages.
     /// - Funded but not settled REGISTRATION_WINDOW after the balance deadline: Refunded to every payer.
     function declareDefault(uint256 dealId) external {
         Deal storage d = _deal(dealId);
@@ -510,7 +513,8 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
             missed = Payment.Interim;
         } else {
             if (block.timestamp <= d.balanceDeadline) revert NoDeadlineMissed(dealId, d.balanceDeadline);
-            bool loanUndecided = d.loanAmount != 0 && flags & LOAN_DECIDED == 0;
+            // a loan never requested is the buyer's omission; requested and never decided is the lender's
+            bool loanUndecided = d.loanAmount != 0 && flags & LOAN_DECIDED == 0 && _loanRequested(dealId);
             bool buyerPartUnpaid = flags & BALANCE_PAID == 0 && d.balance != d.approvedLoan;
             missed = (!loanUndecided && buyerPartUnpaid) ? Payment.Balance : Payment.Loan;
         }
@@ -558,9 +562,9 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
         emit TransactionReported(dealId, receipt);
     }
 
-    /// @notice The most recent deal opened on a parcel (0 if none); it blocks new deals while live.
-    function latestDeal(bytes32 parcelId) external view returns (uint256) {
-        return _latestDeal[parcelId];
+    /// @notice The parcel's most recent signed deal (0 if none); while live, no other deal can be signed.
+    function contractedDeal(bytes32 parcelId) external view returns (uint256) {
+        return _contractedDeal[parcelId];
     }
 
     /// @notice Whether the deal's transaction report was recorded.
@@ -840,6 +844,9 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
 
     /// @dev Mark `flag` paid, advance the state, emit, then pull `amount` from the caller.
     function _receive(uint256 dealId, Deal storage d, uint8 flag, Payment payment, uint256 amount) private {
+        // Paying begins performance and ends §565 cancellation: only the buyer, or its broker acting on
+        // the terms the buyer signed, may pull the buyer's money in; a seller cannot force it early.
+        if (msg.sender != d.buyer && msg.sender != d.broker) revert NotParty(dealId, msg.sender);
         uint8 flags = d.flags | flag;
         d.flags = flags;
         State s = _stage(d, flags);
@@ -869,6 +876,11 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
         if (flags & INTERIM_PAID != 0) buyerPaid += d.interim;
         if (flags & BALANCE_PAID != 0) buyerPaid += d.balance - d.approvedLoan;
         if (flags & LOAN_DISBURSED != 0) lenderPaid = d.approvedLoan;
+    }
+
+    function _loanRequested(uint256 dealId) private view returns (bool) {
+        LoanBook book = _loanBook;
+        return address(book) != address(0) && book.loan(dealId).status != LoanBook.Status.None;
     }
 
     function _credit(address account, uint256 amount) private {

@@ -743,22 +743,39 @@ def test_withdraw_pays_out_the_claimable_balance_once(world: World):
 def test_a_parcel_under_contract_cannot_be_sold_twice(world: World):
     w = world
     parcel = w.register_parcel("seller")
-    first = w.open_deal(w.terms(parcel))
-    err = reverted(w, "broker", w.escrow, "openDeal", w.terms(parcel, buyer="issuer").to_abi())
+    first = w.signed_deal(w.terms(parcel))
+    assert w.escrow.call("contractedDeal", parcel) == first
+    # a second offer may be opened and signed by its buyer, but not become a second contract
+    terms = w.terms(parcel, buyer="issuer")
+    second = w.open_deal(terms)
+    w.accept(second, terms, Party.BUYER, "issuer")
+    expiry, sig = w.signature(second, terms, "seller")
+    err = reverted(w, "broker", w.escrow, "acceptTerms", second, Party.SELLER, expiry, sig)
     assert err.name == "ParcelUnderContract"
     assert err.args_by_name == {"parcelId": parcel, "liveDealId": first}
-    assert w.escrow.call("latestDeal", parcel) == first
-    w.tx("registrar", w.escrow, "refund", first, 1)  # once the first deal ends, a new one may open
-    assert w.open_deal(w.terms(parcel)) == first + 1
+    w.tx("registrar", w.escrow, "refund", first, 1)  # once the first deal ends, the parcel is free
+    w.accept(second, terms, Party.SELLER, "seller")
+    assert w.state(second) == State.SIGNED and w.escrow.call("contractedDeal", parcel) == second
 
 
-def test_payments_are_pulled_from_the_buyer_whoever_triggers_them(world: World):
+def test_unsigned_offers_do_not_lock_the_parcel(world: World):
+    w = world
+    parcel = w.register_parcel("seller")
+    offers = [w.open_deal(w.terms(parcel)), w.open_deal(w.terms(parcel, buyer="issuer"))]
+    assert offers[1] == offers[0] + 1 and w.escrow.call("contractedDeal", parcel) == 0
+
+
+def test_payments_are_pulled_from_the_buyer_by_the_buyer_or_its_broker(world: World):
     w = world
     terms = w.terms(w.register_parcel("seller"))
     deal = w.signed_deal(terms)
     w.mint("buyer", terms.deposit)
     w.approve("buyer", w.escrow, terms.deposit)
-    r = w.tx("broker", w.escrow, "payDeposit", deal)  # the broker (or the buyer's bank) triggers it
+    # the seller cannot push the buyer's money in (that would end §565 cancellation early)
+    for outsider in ("seller", "bank"):
+        err = reverted(w, outsider, w.escrow, "payDeposit", deal)
+        assert err.name == "NotParty" and err.args_by_name["caller"] == w.addr(outsider)
+    r = w.tx("broker", w.escrow, "payDeposit", deal)  # the deal's broker, on the buyer's signed terms
     (ev,) = [e for e in w.escrow.events(r) if e.event == "PaymentReceived"]
     assert ev.args["payer"] == w.addr("buyer")
     assert w.balance("buyer") == 0 and w.balance("broker") == 0
