@@ -105,6 +105,12 @@ def _cmd_oracles(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from scripts.serve import serve
+
+    return serve(args.network, args.config, port=args.port, host=args.host)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from scripts.demo import run_demo
 
@@ -125,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
         "node": (_cmd_node, "run the embedded node in the foreground"),
         "deploy": (_cmd_deploy, "deploy the contracts and grant roles (idempotent)"),
         "accounts": (_cmd_accounts, "list the network's named accounts (addresses only)"),
-        "demo": (_cmd_demo, "run a demonstration on the embedded chain"),
+        "demo": (_cmd_demo, "a complete sale through the HTTP API on the embedded chain"),
+        "serve": (_cmd_serve, "node, contracts, institutions, oracles, automation and the broker API"),
         "oracles": (_cmd_oracles, "run the registry and bank oracles with the reference back offices"),
     }
     for name, (func, help_text) in commands.items():
@@ -146,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--known-issuer", action="append", default=[], help="e-certificate issuer address")
             p.add_argument("--confirmations", type=int, default=None)
             p.add_argument("--poll", type=float, default=None, help="seconds between polls when idle")
+        if name == "serve":
+            p.add_argument("--port", type=int, default=8000)
+            p.add_argument("--host", default="127.0.0.1")
         if name == "demo":
             p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     return parser

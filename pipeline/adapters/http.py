@@ -301,12 +301,12 @@ def make_service(adapter: Any, secret: bytes, methods: dict[str, type[BaseModel]
 class ServiceThread:
     """Runs an ASGI app with uvicorn on a loopback port in a background thread."""
 
-    def __init__(self, app: Any, port: int) -> None:
+    def __init__(self, app: Any, port: int, host: str = "127.0.0.1") -> None:
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", timeout_graceful_shutdown=5
+            app, host=host, port=port, log_level="warning", lifespan="off", timeout_graceful_shutdown=5
         )
         self.server = uvicorn.Server(config)
-        self.url = f"http://127.0.0.1:{port}/"
+        self.url = f"http://{host}:{port}/"
         self.thread = threading.Thread(target=self.server.run, daemon=True, name=f"service:{port}")
 
     def start(self, timeout: float = 10.0) -> ServiceThread:
