@@ -1,0 +1,101 @@
+"""The commands a user runs, as processes, in a private copy of the project."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from chain.node import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(project: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DEEDCHAIN_PROJECT": str(project)}
+    return subprocess.run(
+        [sys.executable, "-m", "scripts.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
+
+
+def test_demo_sells_an_apartment_and_a_second_run_sells_on(project_copy):
+    first = run(project_copy, "demo", "--json")
+    assert first.returncode == 0, first.stderr[-2000:]
+    result = json.loads(first.stdout.strip().splitlines()[-1])
+    assert result["state"] == "settled"
+    assert result["owner_before"] == result["seller"] and result["owner_after"] == result["buyer"]
+    steps = [s["step"] for s in result["steps"]]
+    for step in (
+        "DealOpened",
+        "TransactionReported",
+        "LoanApproved",
+        "LoanDisbursed",
+        "PayoffStated",
+        "DealSettled",
+    ):
+        assert step in steps
+    assert result["tx_count"] >= 12 and result["gas_used"] > 0
+    assert set(result["contracts"]) == {
+        "DepositToken",
+        "LandRegister",
+        "CredentialRegistry",
+        "DealEscrow",
+        "LoanBook",
+    }
+    # the chain and the institutions kept their state: the next sale builds on the first
+    second = run(project_copy, "demo", "--json")
+    assert second.returncode == 0, second.stderr[-2000:]
+    again = json.loads(second.stdout.strip().splitlines()[-1])
+    assert again["state"] == "settled" and again["deal_id"] == result["deal_id"] + 1
+    assert again["contracts"] == result["contracts"]  # deployment reused
+
+
+def test_serve_answers_stops_cleanly_and_resumes(project_copy):
+    port = free_port()
+    env = {**os.environ, "DEEDCHAIN_PROJECT": str(project_copy)}
+    cmd = [sys.executable, "-m", "scripts.cli", "serve", "--port", str(port)]
+
+    def up() -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    return proc
+            except requests.RequestException:
+                pass
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.3)
+        raise AssertionError("serve did not become healthy")
+
+    def down(proc: subprocess.Popen[str]) -> str:
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err[-2000:]
+        return err
+
+    proc = up()
+    keys = json.loads((project_copy / ".deedchain" / "development" / "api-keys.json").read_text())
+    auth = {"Authorization": f"Bearer {keys['broker']}"}
+    title = requests.get(f"http://127.0.0.1:{port}/parcels/1168010600-10316-0000", headers=auth, timeout=10)
+    assert title.status_code == 200 and title.json()["number"] == "1168010600-10316-0000"
+    metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    assert "deedchain_" in metrics
+    err = down(proc)
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert any(line.get("event") == "serving" for line in lines)  # logs are JSON lines
+    assert keys["broker"] not in err  # keys are never logged
+
+    proc = up()  # a restart finds its chain, contracts, institutions and keys again
+    again = requests.get(f"http://127.0.0.1:{port}/parcels/1168010600-10316-0000", headers=auth, timeout=10)
+    assert again.json()["history"] == title.json()["history"]
+    down(proc)
