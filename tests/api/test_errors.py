@@ -18,9 +18,11 @@ def error(r: httpx.Response, status: int) -> dict:
     return body["error"]
 
 
-def test_second_deal_on_a_parcel_under_contract_is_409(api: Api):
-    first = api.open()
-    e = error(api.post("/deals", api.terms()), 409)
+def test_second_contract_on_a_parcel_under_contract_is_409(api: Api):
+    first = api.open_signed()
+    second = api.open()  # an offer is fine; a second signed contract is not
+    api.ok(api.post(f"/deals/{second}/signatures", api.sign(second, "buyer")))
+    e = error(api.post(f"/deals/{second}/signatures", api.sign(second, "seller")), 409)
     assert e["code"] == "revert.ParcelUnderContract"
     assert e["details"]["liveDealId"] == first
 
@@ -91,9 +93,9 @@ def test_payments_need_an_idempotency_key_and_replay_it(api: Api):
     assert api.post(f"/deals/{deal}/payments", body, headers=key, who="broker2").status_code == 404
     # an error is replayed too: the same revert, not a second attempt
     key2 = {"Idempotency-Key": str(uuid.uuid4())}
-    conflict = api.post("/deals", api.terms(), headers=key2)
-    assert conflict.status_code == 409
-    replay = api.post("/deals", api.terms(), headers=key2)
+    conflict = api.post(f"/deals/{deal}/registration", {}, headers=key2)  # not funded yet
+    assert conflict.status_code == 409 and conflict.json()["error"]["code"] == "revert.DealNotInState"
+    replay = api.post(f"/deals/{deal}/registration", {}, headers=key2)
     assert replay.status_code == 409 and replay.json() == conflict.json()
 
 
