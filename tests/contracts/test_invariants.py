@@ -1,8 +1,9 @@
 """Random deal histories on the real chain keep the books straight (hypothesis stateful test).
 
 A RuleBasedStateMachine opens deals on 3-4 parcels (distinct sellers, some parcels carrying a
-seller mortgage held by `bank`; one live deal per parcel) and drives them with random actions:
-signatures, payments (pulled from the buyer by approve or permit, whoever sends them), loans
+seller mortgage held by `bank`; several unsigned offers may be open on a parcel, but only one
+live deal may be signed on it) and drives them with random actions: signatures, payments
+(pulled from the buyer by approve or permit, sent by the buyer or the deal's broker), loans
 (requested by the buyer or the broker), payoff statements, transaction reports, registration,
 settlement, cancellation (direct or by signature), default or registration-window refund after a
 time warp, refunds, withdrawals and token redemptions. It keeps a model of what every deal,
@@ -71,6 +72,7 @@ MINTERS = ("bank", "lender")  # BANK_ROLE on DepositToken (brownie-config.yaml)
 CREDITORS = ("bank", "lender")  # LENDER_ROLE on LoanBook; mortgage creditors
 EVERYONE = (*PEOPLE, "bank", "lender", "broker", "registrar")
 PAYERS = ("buyer", "seller", "broker", "bank")  # who sends a payment (the buyer's tokens move)
+PAYING = ("buyer", "broker")  # who may send it (DealEscrow._receive; anyone else: NotParty)
 ALLOWANCES = ("approve", "permit", "none")  # how the buyer lets the escrow pull its payment
 
 # LoanBook.Status
@@ -107,7 +109,8 @@ class ParcelModel:
     owner: str
     mortgages: list[tuple[int, str]] = field(default_factory=list)  # (을구 index, creditor), rank order
     blocking: int | None = None  # 갑구 index of the active provisional seizure, if any
-    latest: int = 0  # DealEscrow.latestDeal: the last deal opened on it (0: none); blocks others while live
+    contracted: int = 0  # DealEscrow.contractedDeal: the last deal signed on it (0: none); while live,
+    # no other deal on the parcel can be signed (acceptTerms: ParcelUnderContract)
 
 
 @dataclass
@@ -185,8 +188,9 @@ class DealModel:
 
     def loan_missed(self) -> bool:
         """At the balance deadline: the lender, not the buyer, failed (declareDefault's `missed` = Loan):
-        the loan was never decided, or the buyer paid its part and only the approved loan is missing."""
-        undecided = self.terms.loanAmount > 0 and not self.decided
+        the loan was requested but never decided, or the buyer paid its part and only the approved loan
+        is missing. A loan never requested is the buyer's omission (missed = Balance)."""
+        undecided = self.terms.loanAmount > 0 and not self.decided and self.loan_status != L_NONE
         buyer_part_unpaid = not self.balance_paid and self.balance_due() > 0
         return undecided or not buyer_part_unpaid
 
@@ -285,7 +289,7 @@ class DealHistories(RuleBasedStateMachine):
         calls += [(w.land, "ownerOf", (p.id,)) for p in self.parcels]
         calls += [(w.land, "activeMortgages", (p.id,)) for p in self.parcels]
         calls += [(w.land, "activeBlockingCount", (p.id,)) for p in self.parcels]
-        calls += [(w.escrow, "latestDeal", (p.id,)) for p in self.parcels]
+        calls += [(w.escrow, "contractedDeal", (p.id,)) for p in self.parcels]
         calls += [(w.escrow, "claimable", (self.addr(a),)) for a in EVERYONE]
         values = iter(self.views(calls))
         n, m = len(deals), len(self.parcels)
@@ -301,7 +305,7 @@ class DealHistories(RuleBasedStateMachine):
         obs["owner"] = [next(values) for _ in range(m)]
         obs["mortgages"] = [list(next(values)) for _ in range(m)]
         obs["blockings"] = [next(values) for _ in range(m)]
-        obs["latest"] = [next(values) for _ in range(m)]
+        obs["contracted"] = [next(values) for _ in range(m)]
         obs["claimable"] = {a: next(values) for a in EVERYONE}
         return obs
 
@@ -330,10 +334,10 @@ class DealHistories(RuleBasedStateMachine):
     def parcel(self, index: int) -> ParcelModel:
         return self.parcels[index % len(self.parcels)]
 
-    def live_deal(self, p: ParcelModel) -> int | None:
-        """The parcel's deal that is not terminal yet (openDeal: ParcelUnderContract), if any."""
-        if p.latest and self.model[p.latest].terminal is None:
-            return p.latest
+    def live_contract(self, p: ParcelModel) -> int | None:
+        """The parcel's signed deal that is not terminal yet (acceptTerms: ParcelUnderContract), if any."""
+        if p.contracted and self.model[p.contracted].terminal is None:
+            return p.contracted
         return None
 
     def credit(self, name: str | None, amount: int) -> None:
@@ -378,21 +382,21 @@ class DealHistories(RuleBasedStateMachine):
         free: bool,
     ) -> Any:
         """Open a deal and take it `progress` steps towards settlement (see advance). With `free`,
-        the first parcel from `parcel` on that is not under contract (one live deal per parcel)."""
+        the first parcel from `parcel` on that is not under a live signed contract, so that the new
+        deal can be signed too (unsigned offers do not lock a parcel; signing does)."""
         p = self.parcel(parcel)
         if free:
             start = self.parcels.index(p)
             order = self.parcels[start:] + self.parcels[:start]
-            p = next((q for q in order if self.live_deal(q) is None), p)
+            p = next((q for q in order if self.live_contract(q) is None), p)
         terms = self._terms(p, p.owner, buyer, amounts, lender, days)
-        expect = buyer != p.owner and self.live_deal(p) is None
+        expect = buyer != p.owner
         r = self.attempt(expect, "broker", self.w.escrow, "openDeal", terms.to_abi())
         if r is None:
             return multiple()
         (opened,) = [e for e in self.w.escrow.events(r) if e.event == "DealOpened"]
         deal = int(opened.args["dealId"])
         assert deal not in self.model
-        p.latest = deal
         self.model[deal] = DealModel(
             deal,
             self.parcels.index(p),
@@ -447,14 +451,24 @@ class DealHistories(RuleBasedStateMachine):
         other = d.seller if party == Party.BUYER else d.buyer
         key = self.keys[other if forged else signer]
         expiry, sig = self.w.signature(deal, d.terms, key)
-        expect = not forged and d.state() == State.OPEN and party not in d.signed
+        p = self.parcels[d.parcel]
+        completes = d.signed | {party} == {Party.BUYER, Party.SELLER}
+        expect = (
+            not forged
+            and d.state() == State.OPEN
+            and party not in d.signed
+            and not (completes and self.live_contract(p) is not None)  # ParcelUnderContract
+        )
         args = (deal, party, expiry, sig)
         if self.attempt(expect, "broker", self.w.escrow, "acceptTerms", *args):
             d.signed.add(party)
+            if completes:
+                p.contracted = deal
 
     # --- payments ----------------------------------------------------------------------------
-    # Payments pull from the deal's buyer, whoever sends them: the buyer gets the tokens and lets the
-    # escrow pull them by approve or by EIP-2612 permit ("none": allowance 0, the payment must fail).
+    # Payments pull from the deal's buyer and may be sent only by the buyer or the deal's broker (anyone
+    # else: NotParty): the buyer gets the tokens and lets the escrow pull them by approve or by EIP-2612
+    # permit ("none": allowance 0, the payment must fail).
     def pay(self, deal: int, fn: str, amount: int, expect: Expect, caller: str, allowance: str) -> bool:
         d = self.model[deal]
         self.mint(d.buyer, amount)
@@ -468,7 +482,7 @@ class DealHistories(RuleBasedStateMachine):
                 self.w.escrow.address,
                 amount if allowance == "approve" else 0,
             )
-        expect = all_of(expect, allowance != "none")
+        expect = all_of(expect, allowance != "none", caller in PAYING)
         name = {"buyer": d.buyer, "seller": d.seller}.get(caller, caller)
         r = self.attempt(expect, name, self.w.escrow, fn, deal)
         if r is None:
@@ -768,8 +782,9 @@ class DealHistories(RuleBasedStateMachine):
         self, deal: int, days: int, caller: str, to_deposit: bool, first: int
     ) -> None:
         """Deposit missed: Cancelled. Interim or the buyer's balance part missed: Defaulted, the deposit
-        to the seller. The loan missed (never decided, or only the approved loan missing): Defaulted with
-        no damages. Funded (or registration requested) past the registration window: Refunded."""
+        to the seller. The loan missed (requested but never decided, or only the approved loan missing):
+        Defaulted with no damages; a loan never requested is the buyer's omission (Balance missed, the
+        deposit to the seller). Funded (or registration requested) past the registration window: Refunded."""
         self.prepare(deal, to_deposit, first)
         self.w.warp(days * DAY)
         d = self.model[deal]
@@ -873,7 +888,7 @@ class DealHistories(RuleBasedStateMachine):
         s = d.state()
         before = d.progress()
         # who sends the buyer's payments and how the buyer allows the pull; who files the loan request
-        payer, allowance = PAYERS[share % len(PAYERS)], "permit" if share % 3 == 0 else "approve"
+        payer, allowance = PAYING[share % len(PAYING)], "permit" if share % 3 == 0 else "approve"
         if s == State.OPEN:
             party = Party.BUYER if Party.BUYER not in d.signed else Party.SELLER
             self.sign(deal, party, False)
@@ -928,14 +943,14 @@ class DealHistories(RuleBasedStateMachine):
         # 2. only BANK_ROLE holders create or destroy tokens
         assert obs["supply"] == self.supply_base + self.minted - self.burned
         # 3. each parcel has exactly one owner, the model's; the register's rights match
-        for p, owner, mortgages, blockings, latest in zip(
-            self.parcels, obs["owner"], obs["mortgages"], obs["blockings"], obs["latest"], strict=True
+        for p, owner, mortgages, blockings, contracted in zip(
+            self.parcels, obs["owner"], obs["mortgages"], obs["blockings"], obs["contracted"], strict=True
         ):
             assert int(owner, 16) != 0
             assert owner == self.addr(p.owner), f"parcel owned by {owner}, model says {p.owner}"
             assert mortgages == [i for i, _ in p.mortgages]
             assert blockings == (0 if p.blocking is None else 1)
-            assert latest == p.latest, f"parcel's latest deal is {latest}, model says {p.latest}"
+            assert contracted == p.contracted, f"contracted deal {contracted}, model {p.contracted}"
         # 4. deals: the model's state; terminal deals hold nothing and stay terminal
         for deal, m in self.model.items():
             state = obs["state"][deal]
