@@ -158,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--host", default="127.0.0.1")
         if name == "demo":
             p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    from pipeline.audit.commands import add_audit_group
+
+    add_audit_group(sub)  # audit property|deal|verify: read-only, no keys
     return parser
 
 

@@ -31,6 +31,8 @@ from pipeline.adapters.protocols import (
     DisbursementRequest,
     LoanApplication,
     LoanDecision,
+    MortgageBooked,
+    MortgageUpdate,
     ParcelRecord,
     PayoffQuote,
     PayoffRequest,
@@ -192,6 +194,9 @@ class HttpBank:
     def cash(self, request_id: str, request: CashRequest) -> CashAnswer:
         return self.client.call(request_id, "cash", request, CashAnswer)
 
+    def update_mortgage(self, request_id: str, update: MortgageUpdate) -> MortgageBooked:
+        return self.client.call(request_id, "update_mortgage", update, MortgageBooked)
+
 
 class _Found(BaseModel):
     record: ParcelRecord | None
@@ -227,6 +232,7 @@ BANK_METHODS: dict[str, type[BaseModel]] = {
     "disburse": DisbursementRequest,
     "payoff_quote": PayoffRequest,
     "cash": CashRequest,
+    "update_mortgage": MortgageUpdate,
 }
 REGISTRY_METHODS: dict[str, type[BaseModel]] = {
     "check_transfer": TransferCheckRequest,

@@ -113,6 +113,21 @@ class PayoffQuote(Payload):
     loan_account: str = Field(max_length=64)
 
 
+class MortgageUpdate(Payload):
+    """What settlement did to one of the bank's mortgages: registered it at 을구 `registry_entry`,
+    or paid it off with `repaid` won (which closes it)."""
+
+    loan_account: str = Field(min_length=1, max_length=64)
+    registry_entry: int | None = Field(None, ge=0)
+    repaid: Won = 0
+
+
+class MortgageBooked(Payload):
+    loan_account: str
+    outstanding: Won
+    registry_entry: int | None
+
+
 class CashRequest(Payload):
     """A customer's cash deposit (mint) or withdrawal (burn) of deposit tokens."""
 
@@ -137,6 +152,8 @@ class BankAdapter(Protocol):
     def payoff_quote(self, request_id: str, request: PayoffRequest) -> PayoffQuote: ...
 
     def cash(self, request_id: str, request: CashRequest) -> CashAnswer: ...
+
+    def update_mortgage(self, request_id: str, update: MortgageUpdate) -> MortgageBooked: ...
 
 
 # --- land registry ---------------------------------------------------------------------

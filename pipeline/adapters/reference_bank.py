@@ -32,6 +32,8 @@ from pipeline.adapters.protocols import (
     LoanApplication,
     LoanDecision,
     LoanReason,
+    MortgageBooked,
+    MortgageUpdate,
     Payload,
     PayoffQuote,
     PayoffRequest,
@@ -457,6 +459,37 @@ class ReferenceBank:
             return PayoffQuote(amount=row["outstanding"], loan_account=row["loan_account"])
 
         return self._idempotent("payoff_quote", request_id, request, PayoffQuote, work)
+
+    def update_mortgage(self, request_id: str, update: MortgageUpdate) -> MortgageBooked:
+        """Book what settlement did: the 을구 entry of a new mortgage, or a payoff received."""
+
+        def work(conn: Connection) -> MortgageBooked:
+            row = (
+                conn.execute(
+                    text(
+                        "SELECT outstanding, registry_entry FROM bank_mortgages_held WHERE loan_account = :a"
+                    ),
+                    {"a": update.loan_account},
+                )
+                .mappings()
+                .first()
+            )
+            if row is None:
+                raise NoMortgageHeld(f"{self.bank_name} has no mortgage loan {update.loan_account}")
+            entry = update.registry_entry if update.registry_entry is not None else row["registry_entry"]
+            outstanding = max(0, int(row["outstanding"]) - update.repaid)
+            conn.execute(
+                text(
+                    "UPDATE bank_mortgages_held SET outstanding = :o, registry_entry = :e"
+                    " WHERE loan_account = :a"
+                ),
+                {"o": outstanding, "e": entry, "a": update.loan_account},
+            )
+            return MortgageBooked(
+                loan_account=update.loan_account, outstanding=outstanding, registry_entry=entry
+            )
+
+        return self._idempotent("update_mortgage", request_id, update, MortgageBooked, work)
 
     def cash(self, request_id: str, request: CashRequest) -> CashAnswer:
         """Deposit (cash in at the counter; tokens minted) or withdrawal (tokens burned;

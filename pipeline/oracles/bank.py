@@ -13,6 +13,7 @@ from pipeline.adapters.protocols import (
     CredentialDocument,
     DisbursementRequest,
     LoanApplication,
+    MortgageUpdate,
     PayoffRequest,
     PresentedCredential,
 )
@@ -62,6 +63,16 @@ class BankOracle(Oracle):
             if lender != self.me:
                 return None
             return Plan(f"disburse:{a['dealId']}", a["dealId"], "disbursement")
+        if event.contract == "LoanBook" and event.event == "LoanSecured":
+            if self.loans.call("loan", a["dealId"])["lender"] != self.me:
+                return None
+            return Plan(
+                f"secured:{a['dealId']}", a["dealId"], "mortgage_booked", {"entry": a["mortgageEntry"]}
+            )
+        if event.contract == "DealEscrow" and event.event == "PayoffPaid" and a["creditor"] == self.me:
+            entry, amount = a["entryIndex"], a["amount"]
+            context = {"entry": entry, "amount": amount}
+            return Plan(f"repaid:{a['dealId']}:{entry}", a["dealId"], "payoff_booked", context)
         if event.contract == "DealEscrow" and event.event == "RegistrationRequested":
             terms = self.escrow.call("terms", a["dealId"])
             parcel = terms["parcelId"]
@@ -78,6 +89,8 @@ class BankOracle(Oracle):
         deal = int(plan.deal_id or 0)
         if plan.kind == "loan_decision":
             return self._decide(plan, event, deal)
+        if plan.kind in ("mortgage_booked", "payoff_booked"):
+            return self._book(plan, deal)
         if plan.kind == "disbursement":
             loan = self.loans.call("loan", deal)
             terms = self.escrow.call("terms", deal)
@@ -121,6 +134,24 @@ class BankOracle(Oracle):
             raise Parked(f"the bank refused the deposit: {answer.detail or 'not a customer'}")
         call = Call(self.token, "mint", (customer, amount), GAS["mint"])
         return self.submit(f"cash:{request_id}", None, "cash_deposit", Action(answer.model_dump(), [call]))
+
+    def _book(self, plan: Plan, deal: int) -> Action:
+        """Settlement registered this bank's new mortgage, or paid one of its mortgages off:
+        its books follow (no transaction: the chain already says it)."""
+        if plan.kind == "mortgage_booked":
+            source = self.store.effect(f"disburse:{deal}")
+            update = MortgageUpdate(
+                loan_account=(source.answer if source else {}).get("loan_account", ""),
+                registry_entry=plan.context["entry"],
+            )
+        else:
+            source = self.store.effect(f"payoff:{deal}")
+            quote = (source.answer if source else {}).get("quotes", {}).get(str(plan.context["entry"]), {})
+            update = MortgageUpdate(loan_account=quote.get("loan_account", ""), repaid=plan.context["amount"])
+        if not update.loan_account:
+            raise Parked(f"no booked loan account for {plan.effect_key}: this bank's books miss the loan")
+        booked = self.adapter.update_mortgage(plan.effect_key, update)
+        return Action(booked.model_dump(), [])
 
     def _decide(self, plan: Plan, event: ChainEvent, deal: int) -> Action:
         terms = self.escrow.call("terms", deal)

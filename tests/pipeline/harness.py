@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,8 @@ def issue_credentials(
     now = w.now()
     hashes = []
     for kind, claims in (
-        (CredentialKind.RESIDENT_REGISTRATION, {"name": "김민준", "address": "서울특별시 강남구"}),
-        (CredentialKind.INCOME, {"annual_income": income, "year": 2026}),
+        (CredentialKind.RESIDENT_REGISTRATION, {"name": "김민준", "serial": uuid.uuid4().hex}),
+        (CredentialKind.INCOME, {"annual_income": income, "year": 2026, "serial": uuid.uuid4().hex}),
     ):
         doc, h, sig = issue_credential(w.key("issuer"), kind, w.addr(who), claims, now, now + 90 * DAY)
         w.tx("issuer", w.creds, "anchor", h, int(kind), w.addr(who), now + 90 * DAY)
@@ -112,22 +113,30 @@ class Closing:
         logs = self.chain.rpc.call("eth_getLogs", [query])
         return [contract.abi.decode_log(log) for log in logs]
 
-    def full_deal(self, *, interim: int = 300_000_000, loan: int = 400_000_000) -> tuple[int, DealTerms]:
+    def full_deal(
+        self,
+        *,
+        interim: int = 300_000_000,
+        loan: int = 400_000_000,
+        seller: str = "seller",
+        buyer: str = "buyer",
+    ) -> tuple[int, DealTerms]:
         """Drive a deal like the parties would; the oracles do the institutions' part."""
         w = self.w
-        deal, terms = self.open_signed(interim=interim, loan=loan)
+        terms = w.terms(self.parcels["eunma"], interim=interim, loan=loan, seller=seller, buyer=buyer)
+        deal = w.signed_deal(terms, buyer=buyer, seller=seller)
         self.pump(lambda: bool(w.escrow.call("reported", deal)))
-        w.pay(deal, "payDeposit", "buyer", terms.deposit)
+        w.pay(deal, "payDeposit", buyer, terms.deposit)
         if loan:
-            w.tx("buyer", w.loans, "requestLoan", deal, loan, terms.lender, self.credentials())
+            w.tx(buyer, w.loans, "requestLoan", deal, loan, terms.lender, self.credentials(buyer))
             self.pump(lambda: w.escrow.call("loanDecision", deal)[0])
         if interim:
-            w.pay(deal, "payInterim", "buyer", interim)
+            w.pay(deal, "payInterim", buyer, interim)
         if loan:
             self.pump(lambda: w.escrow.call("payments", deal)[3] > 0)
-        w.pay(deal, "payBalance", "buyer", terms.balance - loan)
+        w.pay(deal, "payBalance", buyer, terms.balance - loan)
         assert w.state(deal) == State.FUNDED
-        w.tx("buyer", w.escrow, "requestRegistration", deal)
+        w.tx(buyer, w.escrow, "requestRegistration", deal)
         self.pump(lambda: w.state(deal).terminal)
         return deal, terms
 

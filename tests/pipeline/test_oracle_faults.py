@@ -192,7 +192,7 @@ def test_sigkill_at_every_step_completes_exactly_once(world, tmp_path, point, ki
         w.tx("buyer", w.escrow, "requestRegistration", deal)
         proc.wait(lambda: w.state(deal).terminal)
         # and the oracles' books say so: every effect recorded as mined (after any restart)
-        proc.wait(lambda: len(c.effects(deal)) == 5 and set(c.effects(deal).values()) == {"mined"})
+        proc.wait(lambda: len(c.effects(deal)) == 7 and set(c.effects(deal).values()) == {"mined"})
     finally:
         proc.stop()
     assert proc.kills == 1  # the failpoint really fired

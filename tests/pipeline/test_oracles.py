@@ -35,6 +35,8 @@ def test_full_closing_driven_by_oracles(closing: Closing):
         f"disburse:{deal}": "mined",
         f"payoff:{deal}": "mined",
         f"settle:{deal}": "mined",
+        f"secured:{deal}": "mined",  # the lender booked its new mortgage's 을구 entry
+        f"repaid:{deal}:0": "mined",  # the seller's bank booked the payoff of 을구 entry 0
     }
     for contract, name in [
         (w.escrow, "TransactionReported"), (w.loans, "LoanApproved"), (w.loans, "LoanDisbursed"),
@@ -84,9 +86,9 @@ def test_metrics_report_latency_and_counts(closing: Closing):
     metrics = oracle_metrics(closing.engine)
     assert set(metrics) == {"registry:registrar", "bank:lender", "bank:bank"}
     assert metrics["registry:registrar"]["effects"] == {"mined": 2}
-    assert metrics["bank:lender"]["effects"] == {"mined": 2}
+    assert metrics["bank:lender"]["effects"] == {"mined": 3}
     latency = metrics["bank:lender"]["latency_ms"]
-    assert latency["count"] == 2 and 0 < latency["p50"] <= latency["p95"] <= latency["max"]
+    assert latency["count"] == 3 and 0 < latency["p50"] <= latency["p95"] <= latency["max"]
     assert percentile([5.0, 1.0, 3.0, 2.0, 4.0], 50) == 3.0
     assert percentile([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0], 95) == 10.0
     assert percentile([], 50) is None
@@ -111,8 +113,26 @@ def test_full_closing_with_every_database_on_postgresql(world, tmp_path, pg_url)
     try:
         deal, _ = c.full_deal()
         assert world.state(deal) == State.SETTLED
-        assert set(c.effects(deal).values()) == {"mined"} and len(c.effects(deal)) == 5
+        assert set(c.effects(deal).values()) == {"mined"} and len(c.effects(deal)) == 7
         assert c.registry.read_parcel(c.parcels["eunma"]).owner == world.addr("buyer")
     finally:
         c.close()
         admin.dispose()
+
+
+def test_resales_discharge_the_lenders_own_mortgage_each_time(closing: Closing):
+    """seller -> buyer -> buyer2 -> buyer: each sale pays off the previous buyer's loan, and the
+    lender's books follow the chain (new mortgage placed at its 을구 entry, old one repaid)."""
+    c, w = closing, closing.w
+    parcel = c.parcels["eunma"]
+    for seller, buyer in (("seller", "buyer"), ("buyer", "buyer2"), ("buyer2", "buyer")):
+        deal, _ = c.full_deal(seller=seller, buyer=buyer)
+        assert w.state(deal) == State.SETTLED, (seller, buyer)
+        assert w.land.call("ownerOf", parcel) == w.addr(buyer)
+    active = w.land.call("activeMortgages", parcel)
+    assert len(active) == 1  # only the last buyer's loan stands
+    held = c.lender.held_mortgage(parcel, active[0])
+    assert held is not None and held["debtor"] == w.addr("buyer") and held["outstanding"] > 0
+    c.settle_quietly()
+    repaid = [e for e in c.oracles[1].store.effects() if e.kind == "payoff_booked"]
+    assert len(repaid) == 2 and all(e.status == "mined" and e.answer["outstanding"] == 0 for e in repaid)

@@ -1,0 +1,187 @@
+"""`deedchain audit property|deal|verify`, shared by scripts/cli.py and scripts/audit_*.py.
+
+Read-only: no key is loaded and nothing is sent. Which node is read: `--rpc URL` (use it
+while `deedchain serve` runs, so no second node is started on its state), else the
+network's configured host, else an embedded node started on a copy of the persisted state
+(see pipeline/audit/source.py). Exit codes: 0 ok, 1 mismatches (verify), 2 usage/lookup errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.audit.replay import Lookups, Replayer
+from pipeline.audit.report import (
+    deal_report,
+    deal_text,
+    property_report,
+    property_text,
+    render_html,
+    verify_text,
+    write_csv,
+)
+from pipeline.audit.source import AuditChain
+from pipeline.audit.verify import RegistryRecords, verify
+
+
+def add_common(p: argparse.ArgumentParser, *, standalone: bool = False) -> None:
+    if standalone:
+        p.add_argument("--config", type=Path, default=None, help="brownie-config.yaml to use")
+        p.add_argument("--network", default=None, help="network from brownie-config.yaml")
+    p.add_argument("--rpc", help="JSON-RPC URL of a running node (e.g. the one `deedchain serve` started)")
+    p.add_argument("--deployments", type=Path, default=None, help="folder of deployments/<chain>.json")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+
+
+def add_property(p: argparse.ArgumentParser) -> None:
+    p.add_argument("parcel", help="parcel number (지번) or parcel id (0x...)")
+    p.add_argument("--csv", type=Path, metavar="DIR", help="write one CSV per table into DIR")
+    p.add_argument("--html", type=Path, metavar="FILE", help="write one self-contained HTML file")
+
+
+def add_deal(p: argparse.ArgumentParser) -> None:
+    p.add_argument("deal", type=int, help="deal id")
+    p.add_argument("--csv", type=Path, metavar="DIR", help="write one CSV per table into DIR")
+    p.add_argument("--html", type=Path, metavar="FILE", help="write one self-contained HTML file")
+
+
+def add_verify(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--registry-db", help="database URL of the registry's own records (ReferenceRegistry)")
+    p.add_argument("--registry-url", help="the registry's HTTP hook URL (with --registry-secret)")
+    p.add_argument("--registry-secret", help="the registry hook's shared secret")
+    p.add_argument("--no-registry", action="store_true", help="compare with the chain's views only")
+    p.add_argument(
+        "--against",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="SNAPSHOT",
+        help="an archived `audit property|deal --json` export to check (repeatable)",
+    )
+
+
+def _open(args: argparse.Namespace) -> AuditChain:
+    return AuditChain.connect(args.network, args.config, rpc_url=args.rpc, deployments_dir=args.deployments)
+
+
+def _emit(args: argparse.Namespace, report: dict[str, Any], text: str) -> None:
+    if args.csv:
+        for path in write_csv(report, args.csv):
+            print(f"wrote {path}", file=sys.stderr)
+    if args.html:
+        args.html.write_text(render_html(report), encoding="utf-8")
+        print(f"wrote {args.html}", file=sys.stderr)
+    print(json.dumps(report, ensure_ascii=False, default=str) if args.json else text)
+
+
+def run_property(args: argparse.Namespace) -> int:
+    with _open(args) as chain:
+        state = Replayer().run(chain)
+    try:
+        report = property_report(state, args.parcel)
+    except LookupError as exc:
+        print(f"deedchain audit: {exc}", file=sys.stderr)
+        return 2
+    _emit(args, report, property_text(report))
+    return 0
+
+
+def run_deal(args: argparse.Namespace) -> int:
+    with _open(args) as chain:
+        state = Replayer().run(chain)
+        try:
+            report = deal_report(state, args.deal, Lookups(chain.rpc))
+        except LookupError as exc:
+            print(f"deedchain audit: {exc}", file=sys.stderr)
+            return 2
+    if state.parcel(report["parcel_id"]) is not None:
+        report["title"] = property_report(state, report["parcel_id"])
+    _emit(args, report, deal_text(report))
+    return 0
+
+
+def _registry(args: argparse.Namespace, network: str, root: Path | None) -> RegistryRecords | None:
+    if args.no_registry:
+        return None
+    if args.registry_url:
+        from pipeline.adapters.http import HookClient, HttpRegistry
+
+        if not args.registry_secret:
+            raise SystemExit("deedchain audit: --registry-url needs --registry-secret")
+        return HttpRegistry(HookClient(args.registry_url, args.registry_secret.encode()))
+    url = args.registry_db
+    if url is None and root is not None:
+        default = root / ".deedchain" / network / "institutions" / "registry.db"  # `deedchain serve`
+        if default.is_file():
+            url = f"sqlite:///{default}"
+    if url is None:
+        print(
+            "deedchain audit: no registry database given (--registry-db); compared with the chain only",
+            file=sys.stderr,
+        )
+        return None
+    from pipeline.adapters.reference_registry import ReferenceRegistry
+
+    return ReferenceRegistry(url)
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    with _open(args) as chain:
+        state = Replayer().run(chain)
+        replayed = time.perf_counter() - started
+        root = None
+        try:
+            from chain.config import load_config
+
+            root = load_config(args.config).root
+        except Exception:  # noqa: BLE001 - the default registry location is a convenience only
+            root = None
+        registry = _registry(args, chain.network, root)
+        result = verify(state, chain.contracts, chain.rpc, registry=registry, snapshots=args.against)
+        close = getattr(registry, "close", None)
+        if callable(close):
+            close()
+    out = result.to_dict()
+    out["seconds"] = {"replay": round(replayed, 3), "total": round(time.perf_counter() - started, 3)}
+    print(json.dumps(out, ensure_ascii=False, default=str) if args.json else verify_text(out))
+    return 0 if result.consistent else 1
+
+
+COMMANDS = {
+    "property": (add_property, run_property, "rebuild a parcel's register (표제부/갑구/을구) from events"),
+    "deal": (add_deal, run_deal, "every step of a deal: who, role, amounts, gas"),
+    "verify": (add_verify, run_verify, "replay everything; compare with views, the registry, snapshots"),
+}
+
+
+def add_audit_group(sub: Any) -> None:
+    """Register `audit property|deal|verify` on the main parser's subparsers."""
+    audit = sub.add_parser("audit", help="the auditors' explorer (read-only, no keys)")
+    group = audit.add_subparsers(dest="audit_command", required=True)
+    for name, (add, run, help_text) in COMMANDS.items():
+        p = group.add_parser(name, help=help_text)
+        add_common(p)
+        add(p)
+        p.set_defaults(func=run)
+
+
+def script_main(command: str, argv: list[str] | None = None) -> int:
+    """Entry point of the thin scripts/audit_*.py."""
+    add, run, help_text = COMMANDS[command]
+    parser = argparse.ArgumentParser(prog=f"audit_{command}.py", description=help_text)
+    add_common(parser, standalone=True)
+    add(parser)
+    args = parser.parse_args(argv)
+    from chain.errors import ChainError
+
+    try:
+        return run(args)
+    except ChainError as exc:
+        print(f"deedchain audit: {exc}", file=sys.stderr)
+        return 2
