@@ -16,6 +16,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from eth_account import Account
 
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         data = token.encode("mint", to, 1)
         raws = []
         for i in range(args.txs):
-            tx = {
+            tx: dict[str, Any] = {
                 "chainId": session.chain_id,
                 "nonce": nonce + i,
                 "to": token.address,

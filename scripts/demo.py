@@ -120,10 +120,11 @@ def run_demo(network: str | None, config: Path | None, *, as_json: bool = False)
 
         # the buyer's wallet: e-certificates from the issuer, money in at the bank, one permit
         creds = s.contract("CredentialRegistry")
-        for kind, claims in (
+        certificates: list[tuple[CredentialKind, dict[str, str | int]]] = [
             (CredentialKind.RESIDENT_REGISTRATION, {"name": "김민준", "serial": f"RR-{deal}"}),
             (CredentialKind.INCOME, {"annual_income": 150_000_000, "year": 2026, "serial": f"IN-{deal}"}),
-        ):
+        ]
+        for kind, claims in certificates:
             doc, h, sig = issue_credential(
                 s.signers["issuer"].account, kind, addr[buyer], claims, now, now + 90 * DAY
             )
