@@ -103,6 +103,8 @@ def start(
             database_url=f"sqlite:///{folder / 'api.db'}", sse_poll_interval=sse_poll_interval
         )
         app = create_app(services, settings)
+        if session.network.embedded:
+            _dev_broker_keys(session, app.state.store, folder)  # before the API answers anyone
         thread = ServiceThread(app, port or free_port(), host=host).start()
         return Running(session, services, thread, app.state.store, folder)
     except BaseException:
@@ -110,19 +112,23 @@ def start(
         raise
 
 
-def dev_broker_keys(running: Running) -> dict[str, str]:
+def _dev_broker_keys(session: ChainSession, store: ApiStore, folder: Path) -> dict[str, str]:
     """Development only: register the dev brokers and give each an API key, kept in an
     owner-only file (keys are never printed or logged)."""
-    file = running.folder / "api-keys.json"
+    file = folder / "api-keys.json"
     keys: dict[str, str] = json.loads(file.read_text()) if file.is_file() else {}
     for name in BROKER_ACCOUNTS:
-        address = running.session.signers[name].address
-        broker = running.store.broker_by_address(address) or running.store.create_broker(name, address)
+        address = session.signers[name].address
+        broker = store.broker_by_address(address) or store.create_broker(name, address)
         if name not in keys:
-            keys[name] = running.store.issue_key(broker.id)
+            keys[name] = store.issue_key(broker.id)
     file.write_text(json.dumps(keys))
     os.chmod(file, 0o600)
     return keys
+
+
+def dev_broker_keys(running: Running) -> dict[str, str]:
+    return _dev_broker_keys(running.session, running.store, running.folder)
 
 
 def serve(network: str | None, config: Path | None, *, port: int, host: str) -> int:
@@ -130,7 +136,6 @@ def serve(network: str | None, config: Path | None, *, port: int, host: str) -> 
     running = start(network, config, port=port, host=host)
     log = logging.getLogger("deedchain.serve")
     if running.session.network.embedded:
-        dev_broker_keys(running)
         keys_note = str(running.folder / "api-keys.json")
     else:
         keys_note = "issue keys with the API store (no dev keys on a live network)"
