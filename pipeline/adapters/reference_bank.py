@@ -12,7 +12,6 @@ in one transaction, and a repeated id gets the stored answer and changes nothing
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -39,6 +38,7 @@ from pipeline.adapters.protocols import (
     PayoffRequest,
     PresentedCredential,
 )
+from pipeline.adapters.request_log import run_once
 from pipeline.credentials import verify_presented
 from pipeline.db import make_engine
 from pipeline.errors import PipelineValueError
@@ -46,7 +46,6 @@ from pipeline.errors import PipelineValueError
 A = TypeVar("A", bound=Payload)
 
 MAX_WON = 10**18
-_ATTEMPTS = 3
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS bank_customers (
@@ -152,10 +151,6 @@ def monthly_payment(principal: int, rate_bps: int, term_months: int) -> int:
 
 def _checksum(address: str) -> str:
     return to_checksum_address(address)
-
-
-def _fingerprint(payload: Payload) -> str:
-    return hashlib.sha256(payload.model_dump_json().encode()).hexdigest()
 
 
 def _income_claim(value: str | int | None) -> int | None:
@@ -623,45 +618,10 @@ class ReferenceBank:
         answer_type: type[A],
         work: Callable[[Connection], A],
     ) -> A:
-        """Run `work` and store its answer under (request_id, method) in one transaction;
-        a repeated id returns the stored answer. A lost race on a unique key is retried, and
-        the retry then finds the winner's answer."""
-        if not 0 < len(request_id) <= 200:
-            raise BankValueError(f"request id {request_id!r}: must be 1..200 characters")
-        fingerprint = _fingerprint(payload)
-        for attempt in range(_ATTEMPTS):
-            try:
-                with self.engine.begin() as conn:
-                    row = conn.execute(
-                        text(
-                            "SELECT fingerprint, answer FROM bank_requests"
-                            " WHERE request_id = :r AND method = :m"
-                        ),
-                        {"r": request_id, "m": method},
-                    ).first()
-                    if row is not None:
-                        if row.fingerprint != fingerprint:
-                            raise RequestIdReused(f"request id {request_id!r} was used for another {method}")
-                        return answer_type.model_validate_json(row.answer)
-                    answer = work(conn)
-                    conn.execute(
-                        text(
-                            "INSERT INTO bank_requests (request_id, method, fingerprint,"
-                            " answer, created_at) VALUES (:r, :m, :f, :a, :t)"
-                        ),
-                        {
-                            "r": request_id,
-                            "m": method,
-                            "f": fingerprint,
-                            "a": answer.model_dump_json(),
-                            "t": self.clock(),
-                        },
-                    )
-                    return answer
-            except IntegrityError:
-                if attempt == _ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")
+        return run_once(
+            self.engine, "bank_requests", method, request_id, payload, answer_type, work,
+            now=self.clock(), invalid=BankValueError, reused=RequestIdReused,
+        )  # fmt: skip
 
 
 def _reject(reason: LoanReason, detail: str) -> LoanDecision:

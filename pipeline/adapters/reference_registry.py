@@ -22,7 +22,6 @@ price x rate_bps // 10,000 (원 미만 절사). The table is data: HOUSING_TAX a
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from pipeline.adapters.protocols import (
     TransferCheck,
     TransferCheckRequest,
 )
+from pipeline.adapters.request_log import run_once
 from pipeline.db import make_engine
 from pipeline.domain import GapguKind, LandUse
 from pipeline.domain import parcel_id as parcel_id_of
@@ -57,7 +57,6 @@ MAX_WON = 10**18
 MAX_ACTIVE_MORTGAGES = 8
 REPORT_DEADLINE_DAYS = 30
 KST = timezone(timedelta(hours=9))
-_ATTEMPTS = 3
 
 BLOCKING_KINDS = (GapguKind.PROVISIONAL_SEIZURE, GapguKind.INJUNCTION, GapguKind.AUCTION)
 
@@ -210,10 +209,6 @@ class RequestIdReused(RegistryValueError):
 
 def _checksum(address: str) -> str:
     return to_checksum_address(address)
-
-
-def _fingerprint(payload: Payload) -> str:
-    return hashlib.sha256(payload.model_dump_json().encode()).hexdigest()
 
 
 def _land_use_name(land_use: LandUse | str) -> str:
@@ -899,45 +894,10 @@ class ReferenceRegistry:
         answer_type: type[A],
         work: Callable[[Connection], A],
     ) -> A:
-        """Run `work` and store its answer under (request_id, method) in one transaction;
-        a repeated id returns the stored answer. A lost race on a unique key is retried, and
-        the retry then finds the winner's answer."""
-        if not 0 < len(request_id) <= 200:
-            raise RegistryValueError(f"request id {request_id!r}: must be 1..200 characters")
-        fingerprint = _fingerprint(payload)
-        for attempt in range(_ATTEMPTS):
-            try:
-                with self.engine.begin() as conn:
-                    row = conn.execute(
-                        text(
-                            "SELECT fingerprint, answer FROM registry_requests"
-                            " WHERE request_id = :r AND method = :m"
-                        ),
-                        {"r": request_id, "m": method},
-                    ).first()
-                    if row is not None:
-                        if row.fingerprint != fingerprint:
-                            raise RequestIdReused(f"request id {request_id!r} was used for another {method}")
-                        return answer_type.model_validate_json(row.answer)
-                    answer = work(conn)
-                    conn.execute(
-                        text(
-                            "INSERT INTO registry_requests (request_id, method, fingerprint,"
-                            " answer, created_at) VALUES (:r, :m, :f, :a, :t)"
-                        ),
-                        {
-                            "r": request_id,
-                            "m": method,
-                            "f": fingerprint,
-                            "a": answer.model_dump_json(),
-                            "t": self.clock(),
-                        },
-                    )
-                    return answer
-            except IntegrityError:
-                if attempt == _ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")
+        return run_once(
+            self.engine, "registry_requests", method, request_id, payload, answer_type, work,
+            now=self.clock(), invalid=RegistryValueError, reused=RequestIdReused,
+        )  # fmt: skip
 
 
 def _to_entry(row: Any) -> RegisterEntry:
