@@ -21,7 +21,7 @@ from chain.session import ChainSession
 from pipeline.adapters.protocols import CredentialDocument, PresentedCredential
 from pipeline.credentials import credential_hash, verify_presented
 from pipeline.deals import accept_terms_typed_data
-from pipeline.domain import DealTerms, Party, State, parcel_id
+from pipeline.domain import DealTerms, GapguKind, LandUse, Party, State, parcel_id
 from pipeline.errors import PipelineError, PipelineValueError
 from pipeline.institutions import LENDER, Institutions
 from pipeline.oracles.bank import BankOracle
@@ -30,8 +30,8 @@ from pipeline.runtime import deployed_contracts
 from pipeline.store import WalletStore
 
 ZERO = "0x" + "00" * 20
-GAPGU_KINDS = ["ownership", "provisional_seizure", "injunction", "auction", "cancellation"]
-LAND_USES = ["building", "field", "paddy", "orchard", "forest", "factory", "road", "other"]
+GAPGU_KINDS = [k.name.lower() for k in GapguKind]
+LAND_USES = [u.name.lower() for u in LandUse]
 PERMIT_TYPES = {
     "Permit": [
         {"name": "owner", "type": "address"},

@@ -22,26 +22,14 @@ from chain.errors import ChainError
 from chain.events import ChainEvent, EventStream
 from chain.rpc import Rpc
 from pipeline.audit.source import AuditChain
+from pipeline.domain import GapguKind, LandUse, State
 
 ZERO = "0x" + "00" * 20
-GAPGU_KINDS = ["ownership", "provisional_seizure", "injunction", "auction", "cancellation"]
+GAPGU_KINDS = [k.name.lower() for k in GapguKind]
 EULGU_KINDS = ["mortgage", "discharge"]
-LAND_USES = ["building", "field", "paddy", "orchard", "forest", "factory", "road", "other"]
-STATES = [
-    "none",
-    "open",
-    "signed",
-    "deposit_paid",
-    "interim_paid",
-    "loan_approved",
-    "funded",
-    "registration_requested",
-    "settled",
-    "cancelled",
-    "defaulted",
-    "refunded",
-]
-SETTLED = 8
+LAND_USES = [u.name.lower() for u in LandUse]
+STATES = [s.name.lower() for s in State]
+SETTLED = int(State.SETTLED)
 PAYMENTS = ["deposit", "interim", "balance", "loan"]
 PARTIES = ["buyer", "seller"]
 LOAN_STATUS = ["none", "requested", "approved", "rejected", "disbursed", "secured", "returned"]
