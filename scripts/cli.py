@@ -111,6 +111,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return serve(args.network, args.config, port=args.port, host=args.host)
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from scripts.bench import run_bench
+
+    return run_bench(args.deals, args.concurrency, as_json=args.json)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from scripts.demo import run_demo
 
@@ -132,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         "deploy": (_cmd_deploy, "deploy the contracts and grant roles (idempotent)"),
         "accounts": (_cmd_accounts, "list the network's named accounts (addresses only)"),
         "demo": (_cmd_demo, "a complete sale through the HTTP API on the embedded chain"),
+        "bench": (_cmd_bench, "complete deals through the pipeline against the node's ceiling (JSON)"),
         "serve": (_cmd_serve, "node, contracts, institutions, oracles, automation and the broker API"),
         "oracles": (_cmd_oracles, "run the registry and bank oracles with the reference back offices"),
     }
@@ -153,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--known-issuer", action="append", default=[], help="e-certificate issuer address")
             p.add_argument("--confirmations", type=int, default=None)
             p.add_argument("--poll", type=float, default=None, help="seconds between polls when idle")
+        if name == "bench":
+            p.add_argument("--deals", type=int, default=20)
+            p.add_argument("--concurrency", type=int, default=4)
+            p.add_argument("--json", action="store_true", help="only the JSON line")
         if name == "serve":
             p.add_argument("--port", type=int, default=8000)
             p.add_argument("--host", default="127.0.0.1")

@@ -99,3 +99,16 @@ def test_serve_answers_stops_cleanly_and_resumes(project_copy):
     again = requests.get(f"http://127.0.0.1:{port}/parcels/1168010600-10316-0000", headers=auth, timeout=10)
     assert again.json()["history"] == title.json()["history"]
     down(proc)
+
+
+def test_bench_prints_its_json_with_every_field(project_copy):
+    done = run(project_copy, "bench", "--deals", "2", "--concurrency", "2", "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(result) == {
+        "deals", "settled", "seconds", "deals_per_s", "tx_per_deal", "gas_per_deal", "node_ceiling_tx_per_s",
+        "ratio_to_ceiling", "latency_p50_s", "latency_p95_s", "oracle_reaction_p95_ms",
+    }  # fmt: skip
+    assert result["settled"] == 2 and result["tx_per_deal"] >= 12 and result["node_ceiling_tx_per_s"] > 0
+    expected = result["deals_per_s"] * result["tx_per_deal"] / result["node_ceiling_tx_per_s"]
+    assert abs(result["ratio_to_ceiling"] - expected) < 1e-3

@@ -1,0 +1,184 @@
+"""`deedchain bench`: complete deals (loan + seller mortgage) through the pipeline on the embedded
+node, against the node's own ceiling measured in the same run.
+
+Each deal gets its own parcel (registered at the registry with a mortgage held by the seller's
+bank, mirrored on chain) and its own seller and buyer wallets; the buyer is a lender customer
+with e-certificates. A worker plays the broker and the parties up to the permit; from there the
+automation, the oracles and the institutions finish the deal. `--concurrency` workers run at once.
+Prints one JSON object as its last line.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+from chain.deploy import deploy_project
+from chain.eip712 import sign_typed_data
+from chain.session import ChainSession
+from pipeline.adapters.protocols import CredentialKind
+from pipeline.credentials import issue_credential
+from pipeline.domain import DealTerms, LandUse, Party
+from pipeline.metrics import oracle_metrics, percentile
+from pipeline.oracles.registry import publish_parcel
+from pipeline.service import Services
+
+DAY = 86_400
+
+
+def node_ceiling(session: ChainSession, count: int = 1000) -> float:
+    """Pre-signed transfers sent in JSON-RPC batches of 200: the node's own rate here."""
+    token = session.contract("DepositToken")
+    bank = session.signers["bank"].account
+    token.transact(session.sender("bank"), "mint", bank.address, count)
+    nonce = int(session.rpc.call("eth_getTransactionCount", [bank.address, "pending"]), 16)
+    fees = session.fees.fields()
+    data = token.encode("transfer", Account.create().address, 1)
+    raws = []
+    for i in range(count):
+        tx: dict[str, Any] = {
+            "chainId": session.chain_id,
+            "nonce": nonce + i,
+            "to": token.address,
+            "gas": 80_000,
+            "data": data,
+            **fees,
+        }
+        raws.append("0x" + bank.sign_transaction(tx).raw_transaction.hex())
+    started = time.perf_counter()
+    last: Any = None
+    for i in range(0, count, 200):
+        last = session.rpc.batch([("eth_sendRawTransaction", [r]) for r in raws[i : i + 200]])[-1]
+    session.sender("bank").wait(str(last))
+    session.sender("bank").resync()
+    return count / (time.perf_counter() - started)
+
+
+class Bench:
+    def __init__(self, session: ChainSession, services: Services) -> None:
+        self.s = session
+        self.services = services
+        self.b = services.brokerage
+        self.inst = services.institutions
+        self.lock = threading.Lock()  # the registrar's and issuer's setup transactions, one at a time
+        self.broker = session.signers["broker"].address
+
+    def _parcel(self, seller: LocalAccount) -> str:
+        number = f"1168010600-9{uuid.uuid4().int % 10**4:04d}-{uuid.uuid4().int % 10**4:04d}"
+        with self.lock:
+            registry = self.inst.registry
+            pid = registry.register_parcel(
+                number, f"서울특별시 강남구 벤치동 {number[-4:]}", 8_497, LandUse.BUILDING, seller.address
+            )
+            registry.add_mortgage(pid, self.s.signers["bank"].address, seller.address, 300_000_000)
+            record = registry.read_parcel(pid)
+            assert record is not None
+            publish_parcel(self.b.land, self.s.sender("registrar"), record)
+            self.inst.bank.book_existing_mortgage(pid, seller.address, 250_000_000)
+        return pid
+
+    def deal(self, _index: int) -> dict[str, Any]:
+        seller, buyer = Account.create(), Account.create()
+        parcel = self._parcel(seller)
+        self.inst.lender.open_customer(buyer.address, "벤치", 150_000_000, cash=2_000_000_000)
+        started = time.perf_counter()
+        now = self.b.now()
+        terms = DealTerms(
+            parcelId=parcel,
+            seller=seller.address,
+            buyer=buyer.address,
+            price=1_000_000_000,
+            deposit=100_000_000,
+            interim=300_000_000,
+            balance=600_000_000,
+            depositDeadline=now + 7 * DAY,
+            interimDeadline=now + 30 * DAY,
+            balanceDeadline=now + 60 * DAY,
+            loanAmount=400_000_000,
+            lender=self.s.signers["lender"].address,
+        )
+        deal, _ = self.b.open_deal(self.broker, terms)
+        for party, key in ((Party.BUYER, buyer), (Party.SELLER, seller)):
+            data = self.b.acceptance_typed_data(deal, party, now + DAY)
+            self.b.submit_acceptance(self.broker, deal, party, now + DAY, sign_typed_data(key, data))
+        certificates: list[tuple[CredentialKind, dict[str, str | int]]] = [
+            (CredentialKind.RESIDENT_REGISTRATION, {"name": "벤치", "serial": deal}),
+            (CredentialKind.INCOME, {"annual_income": 150_000_000, "serial": deal}),
+        ]
+        for kind, claims in certificates:
+            doc, h, sig = issue_credential(
+                self.s.signers["issuer"].account, kind, buyer.address, claims, now, now + 90 * DAY
+            )
+            with self.lock:
+                self.b.c["CredentialRegistry"].transact(
+                    self.s.sender("issuer"), "anchor", h, int(kind), buyer.address, now + 90 * DAY
+                )
+            self.b.submit_credential(doc.model_dump(mode="json"), sig)
+        own = terms.price - terms.loanAmount
+        self.b.record_cash_deposit(f"bench-{deal}", deal, Party.BUYER, own)
+        permit = self.b.permit_typed_data(deal, own, now + 90 * DAY)
+        self.b.submit_permit(self.broker, deal, own, now + 90 * DAY, sign_typed_data(buyer, permit))
+        deadline = time.monotonic() + 120
+        while self.b.escrow.call("dealState", deal) < 8:
+            if time.monotonic() > deadline:
+                return {"deal": deal, "settled": False, "seconds": time.perf_counter() - started}
+            time.sleep(0.01)
+        steps = self.b.timeline(deal)
+        txs = {s["tx"]: s["gas"] for s in steps}
+        return {
+            "deal": deal,
+            "settled": True,
+            "seconds": time.perf_counter() - started,
+            "txs": len(txs),
+            "gas": sum(txs.values()),
+        }
+
+
+def run_bench(deals: int, concurrency: int, *, as_json: bool = True) -> int:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        ChainSession.open("development", persist=False, deployments_dir=Path(tmp)) as session,
+    ):
+        deploy_project(session)
+        ceiling = node_ceiling(session)
+        services = Services.build(session, Path(tmp), poll_interval=0.01).start()
+        try:
+            bench = Bench(session, services)
+            started = time.perf_counter()
+            with ThreadPoolExecutor(concurrency) as pool:
+                results = list(pool.map(bench.deal, range(deals)))
+            seconds = time.perf_counter() - started
+            metrics = oracle_metrics(services.institutions.engine)
+        finally:
+            services.stop()
+    settled = [r for r in results if r["settled"]]
+    per_deal_tx = sum(r["txs"] for r in settled) / max(1, len(settled))
+    deals_per_s = len(settled) / seconds
+    reactions = [v["latency_ms"]["p95"] for v in metrics.values() if "latency_ms" in v]
+    out = {
+        "deals": deals,
+        "settled": len(settled),
+        "seconds": round(seconds, 3),
+        "deals_per_s": round(deals_per_s, 3),
+        "tx_per_deal": round(per_deal_tx, 2),
+        "gas_per_deal": round(sum(r["gas"] for r in settled) / max(1, len(settled))),
+        "node_ceiling_tx_per_s": round(ceiling, 1),
+        "ratio_to_ceiling": round(deals_per_s * per_deal_tx / ceiling, 4),
+        "latency_p50_s": round(percentile([r["seconds"] for r in settled], 50) or 0, 3),
+        "latency_p95_s": round(percentile([r["seconds"] for r in settled], 95) or 0, 3),
+        "oracle_reaction_p95_ms": round(max(reactions), 1) if reactions else None,
+    }
+    if not as_json:
+        for key, value in out.items():
+            print(f"{key:24} {value}")
+    print(json.dumps(out))
+    return 0 if len(settled) == deals else 1
