@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.pool import NullPool
 
 from pipeline.errors import PipelineValueError
 
@@ -25,7 +24,8 @@ def make_engine(url: str) -> Engine:
         file = url.removeprefix("sqlite:///")
         if file and file != ":memory:" and not url.startswith("sqlite:///:memory:"):
             Path(file).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 30})
+        # a pool keeps connections (and their pragmas) instead of reconnecting per statement
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
         def _pragmas(conn: Any, _record: Any) -> None:

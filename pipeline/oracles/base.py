@@ -104,7 +104,8 @@ class Oracle:
             return batch
         for event in batch.events:
             self._handle(event, start)
-        self.store.save_cursor(batch.cursor)
+        if batch.events or batch.cursor.next_block != start.next_block:
+            self.store.save_cursor(batch.cursor)  # an idle poll changes nothing worth a write
         return batch
 
     def submit(self, effect_key: str, deal_id: int | None, kind: str, action: Action) -> Effect:
