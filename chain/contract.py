@@ -6,7 +6,7 @@ from typing import Any
 
 from chain.abi import ContractABI
 from chain.errors import RpcError
-from chain.revert import ErrorDecoder, revert_data
+from chain.revert import ErrorDecoder
 from chain.rpc import Rpc
 from chain.sender import Receipt, Sender
 
@@ -34,10 +34,7 @@ class Contract:
         try:
             result = self.rpc.call("eth_call", [tx, tag])
         except RpcError as exc:
-            data = revert_data(exc.data)
-            if data is None:
-                raise
-            raise self._errors.decode(data) from None
+            raise self._errors.from_rpc_error(exc) from None
         return self.abi.decode_output(fn, len(args), bytes.fromhex(str(result)[2:]))
 
     def send(self, sender: Sender, fn: str, *args: Any, gas: int | None = None, value: int = 0) -> str:
@@ -57,3 +54,19 @@ class Contract:
                 if decoded is not None:
                     out.append(decoded)
         return out
+
+
+def call_many(calls: list[tuple[Contract, str, tuple[Any, ...]]]) -> list[Any]:
+    """Several views in one JSON-RPC batch (one HTTP request), decoded like Contract.call."""
+    if not calls:
+        return []
+    first = calls[0][0]
+    results = first.rpc.batch(
+        [("eth_call", [{"to": c.address, "data": c.encode(fn, *args)}, "latest"]) for c, fn, args in calls]
+    )
+    out = []
+    for (contract, fn, args), result in zip(calls, results, strict=True):
+        if isinstance(result, RpcError):
+            raise contract._errors.from_rpc_error(result)
+        out.append(contract.abi.decode_output(fn, len(args), bytes.fromhex(str(result)[2:])))
+    return out

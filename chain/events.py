@@ -20,7 +20,7 @@ from typing import Any
 
 from chain.abi import ContractABI
 from chain.errors import ReorgTooDeep
-from chain.rpc import Rpc
+from chain.rpc import Rpc, raise_errors
 
 KEEP_HASHES = 128  # deeper reorgs than this raise ReorgTooDeep instead of passing silently
 
@@ -93,14 +93,10 @@ class EventStream:
         self.poll_interval = poll_interval
 
     def _block_hashes(self, numbers: list[int]) -> dict[int, str]:
-        answers = self.rpc.batch([("eth_getBlockByNumber", [hex(n), False]) for n in numbers])
-        out: dict[int, str] = {}
-        for number, block in zip(numbers, answers, strict=True):
-            if isinstance(block, dict):
-                out[number] = block["hash"]
-            elif isinstance(block, Exception):
-                raise block
-        return out
+        answers = raise_errors(self.rpc.batch([("eth_getBlockByNumber", [hex(n), False]) for n in numbers]))
+        return {
+            n: block["hash"] for n, block in zip(numbers, answers, strict=True) if isinstance(block, dict)
+        }
 
     def _check_reorg(self) -> int | None:
         """The block to rewind to if a recorded block left the canonical chain, else None."""

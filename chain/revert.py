@@ -9,7 +9,7 @@ from eth_abi.exceptions import DecodingError
 from eth_utils import function_signature_to_4byte_selector
 
 from chain.abi import canonical, to_python
-from chain.errors import ContractRevert
+from chain.errors import ContractRevert, RpcError
 
 PANIC_REASONS = {
     0x01: "assertion failed",
@@ -47,6 +47,15 @@ class ErrorDecoder:
             types = [canonical(p) for p in item["inputs"]]
             selector = function_signature_to_4byte_selector(f"{item['name']}({','.join(types)})")
             self._errors[selector] = (item["name"], types, item["inputs"])
+
+    def from_rpc_error(self, exc: RpcError) -> Exception:
+        """A node's error answer as the decoded revert it carries, or the error itself."""
+        data = revert_data(exc.data)
+        if data is None:
+            if "revert" in str(exc).lower():
+                return ContractRevert("Unknown", {"reason": str(exc)})
+            return exc
+        return self.decode(data)
 
     def decode(self, data: bytes, tx_hash: str | None = None) -> ContractRevert:
         if len(data) < 4:

@@ -97,5 +97,13 @@ class Rpc:
         return out
 
 
+def raise_errors(results: list[Any]) -> list[Any]:
+    """A batch's results, raising the first per-call error instead of returning it."""
+    for result in results:
+        if isinstance(result, RpcError):
+            raise result
+    return results
+
+
 def _error(method: str, error: dict[str, Any]) -> RpcError:
     return RpcError(f"{method}: {error.get('message', error)}", error.get("code"), error.get("data"))

@@ -124,7 +124,7 @@ class Sender:
         try:
             return int(self.rpc.call("eth_estimateGas", [tx]), 16)
         except RpcError as exc:
-            raise self._as_revert(exc) from None
+            raise self.errors.from_rpc_error(exc) from None
 
     def send(self, to: str | None, data: str, *, value: int = 0, gas: int | None = None) -> str:
         """Sign and broadcast; returns the tx hash. Reverts found by estimation raise here."""
@@ -152,7 +152,7 @@ class Sender:
                         self._nonce = None  # someone else used this nonce: ask again
                         continue
                     elif exc.code is not None and revert_data(exc.data) is not None:
-                        raise self._as_revert(exc) from None
+                        raise self.errors.from_rpc_error(exc) from None
                     else:
                         # the nonce is not consumed; keep it for the next transaction
                         raise TransactionError(f"node refused the transaction: {exc}") from None
@@ -223,22 +223,6 @@ class Sender:
     def transact(self, to: str | None, data: str, *, value: int = 0, gas: int | None = None) -> Receipt:
         return self.wait(self.send(to, data, value=value, gas=gas))
 
-    def call(self, to: str, data: str, block: str = "latest") -> bytes:
-        """eth_call from this account; a revert raises its decoded ContractRevert."""
-        try:
-            result = self.rpc.call("eth_call", [{"from": self.address, "to": to, "data": data}, block])
-        except RpcError as exc:
-            raise self._as_revert(exc) from None
-        return bytes.fromhex(str(result)[2:])
-
-    def _as_revert(self, exc: RpcError) -> Exception:
-        data = revert_data(exc.data)
-        if data is None:
-            if "revert" in str(exc).lower():
-                return ContractRevert("Unknown", {"reason": str(exc)})
-            return exc
-        return self.errors.decode(data)
-
     def _replay_failure(self, tx_hash: str, receipt: Receipt) -> ContractRevert | TransactionError:
         """Re-run a failed transaction on its parent block's state to read the revert data."""
         tx = self.rpc.call("eth_getTransactionByHash", [tx_hash])
@@ -248,7 +232,7 @@ class Sender:
         try:
             self.rpc.call("eth_call", [call, hex(receipt.block_number - 1)])
         except RpcError as exc:
-            found = self._as_revert(exc)
+            found = self.errors.from_rpc_error(exc)
             if isinstance(found, ContractRevert):
                 return ContractRevert(found.name, found.args_by_name, found.data, tx_hash)
         if receipt.gas_used >= int(tx["gas"], 16):

@@ -17,7 +17,7 @@ from typing import Any
 from chain.errors import ChainError, ContractRevert
 from chain.events import EventStream
 from pipeline.adapters.protocols import CredentialKind
-from pipeline.brokerage import Brokerage
+from pipeline.brokerage import Brokerage, next_payment
 from pipeline.domain import State
 
 log = logging.getLogger("deedchain.automation")
@@ -63,26 +63,21 @@ class DealDriver:
             return 0
         if state == State.OPEN:
             return 0
-        terms: dict[str, Any] = b.escrow.call("terms", deal_id)
-        broker = b.escrow.call("broker", deal_id)
-        due = b.next_payment(deal_id, terms, state)
+        snap = b.snapshot(deal_id)
+        terms, broker = snap.terms, snap.broker
+        due = next_payment(snap)
         if due is not None:
             kind, amount = due
-            buyer = terms["buyer"]
-            funded = int(b.token.call("balanceOf", buyer)) >= amount
-            authorized = int(b.token.call("allowance", buyer, b.escrow.address)) >= amount
-            if funded and authorized:
+            if snap.buyer_funds >= amount and snap.buyer_allowance >= amount:
                 receipt = b.escrow.transact(b._broker(broker), PAY_FN[kind], deal_id)
                 self._log("paid", deal_id, kind=kind, amount=amount, tx=receipt.tx_hash)
                 return 1
-        if terms["loanAmount"] and state >= State.DEPOSIT_PAID:
-            loan = b.loans.call("loan", deal_id)
-            if loan["status"] == 0:
-                credentials = self._credentials(terms["buyer"])
-                if credentials:
-                    receipt = b.apply_for_loan(broker, deal_id, credentials)
-                    self._log("loan_applied", deal_id, credentials=len(credentials), tx=receipt.tx_hash)
-                    return 1
+        if terms["loanAmount"] and state >= State.DEPOSIT_PAID and snap.loan["status"] == 0:
+            credentials = self._credentials(terms["buyer"])
+            if credentials:
+                receipt = b.apply_for_loan(broker, deal_id, credentials)
+                self._log("loan_applied", deal_id, credentials=len(credentials), tx=receipt.tx_hash)
+                return 1
         if state == State.FUNDED:
             receipt = b.request_registration(broker, deal_id)
             self._log("registration_requested", deal_id, tx=receipt.tx_hash)

@@ -9,13 +9,15 @@ permit that lets the escrow pull the buyer's deposit tokens as each payment fall
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from eth_utils import to_checksum_address
 
-from chain.contract import Contract
+from chain.contract import Contract, call_many
 from chain.eip712 import read_domain, typed_data
 from chain.errors import ContractRevert
+from chain.rpc import raise_errors
 from chain.sender import Receipt
 from chain.session import ChainSession
 from pipeline.adapters.protocols import CredentialDocument, PresentedCredential
@@ -27,7 +29,6 @@ from pipeline.institutions import LENDER, Institutions
 from pipeline.oracles.bank import BankOracle
 from pipeline.oracles.base import Parked
 from pipeline.runtime import deployed_contracts
-from pipeline.store import WalletStore
 
 ZERO = "0x" + "00" * 20
 GAPGU_KINDS = [k.name.lower() for k in GapguKind]
@@ -81,7 +82,7 @@ class Brokerage:
         self.loans: Contract = self.c["LoanBook"]
         self.land: Contract = self.c["LandRegister"]
         self.token: Contract = self.c["DepositToken"]
-        self.wallet = WalletStore(inst.engine)
+        self.wallet = inst.wallet
         self.lender_oracle = next(
             o for o in inst.oracles if isinstance(o, BankOracle) and o.store.oracle == f"bank:{LENDER}"
         )
@@ -176,17 +177,40 @@ class Brokerage:
         opened = [e for e in self.escrow.events(receipt) if e.event == "DealOpened"]
         return int(opened[0].args["dealId"]), receipt
 
-    def deal(self, deal_id: int) -> dict[str, Any]:
+    def snapshot(self, deal_id: int) -> Snapshot:
+        """Everything the deal's status depends on, read in one batch of views."""
         terms = self._terms(deal_id)
-        state = State(self.escrow.call("dealState", deal_id))
-        buyer_signed, seller_signed = self.escrow.call("signatures", deal_id)
-        deposit, interim, buyer_balance, loan_paid = self.escrow.call("payments", deal_id)
-        decided, approved = self.escrow.call("loanDecision", deal_id)
-        loan = self.loans.call("loan", deal_id)
+        buyer = terms["buyer"]
+        values = call_many(
+            [
+                (self.escrow, "dealState", (deal_id,)),
+                (self.escrow, "broker", (deal_id,)),
+                (self.escrow, "signatures", (deal_id,)),
+                (self.escrow, "payments", (deal_id,)),
+                (self.escrow, "loanDecision", (deal_id,)),
+                (self.loans, "loan", (deal_id,)),
+                (self.escrow, "reported", (deal_id,)),
+                (self.escrow, "heldBy", (deal_id,)),
+                (self.token, "balanceOf", (buyer,)),
+                (self.token, "allowance", (buyer, self.escrow.address)),
+            ]
+        )
+        state, broker, signatures, payments, decision, loan, reported, held, funds, allowance = values
+        return Snapshot(
+            deal_id, terms, State(state), broker, signatures, payments, decision, loan, bool(reported),
+            int(held), int(funds), int(allowance),
+        )  # fmt: skip
+
+    def deal(self, deal_id: int) -> dict[str, Any]:
+        snap = self.snapshot(deal_id)
+        terms, state, loan = snap.terms, snap.state, snap.loan
+        buyer_signed, seller_signed = snap.signatures
+        deposit, interim, buyer_balance, loan_paid = snap.payments
+        decided, approved = snap.decision
         return {
             "deal_id": deal_id,
             "state": state.name.lower(),
-            "broker": self.escrow.call("broker", deal_id),
+            "broker": snap.broker,
             "terms": {
                 **terms,
                 "depositDeadline": _iso(terms["depositDeadline"]),
@@ -210,111 +234,46 @@ class Brokerage:
                 "term_months": loan["termMonths"],
                 "reject_reason": loan["rejectReason"],
             },
-            "reported": bool(self.escrow.call("reported", deal_id)),
-            "held": int(self.escrow.call("heldBy", deal_id)),
-            "waiting": None if state.terminal else self.waiting(deal_id, terms, state),
+            "reported": snap.reported,
+            "held": snap.held,
+            "waiting": None if state.terminal else waiting(snap),
         }
-
-    def waiting(self, deal_id: int, terms: dict[str, Any], state: State) -> dict[str, str] | None:
-        """What the deal waits for now, and why: a party's signature or money, or an institution."""
-        buyer = terms["buyer"]
-        if state == State.OPEN:
-            missing = [
-                p
-                for p, done in zip(("buyer", "seller"), self.escrow.call("signatures", deal_id), strict=True)
-                if not done
-            ]
-            return {"step": "signatures", "reason": f"waiting for the {' and '.join(missing)}'s signature"}
-        due = self.next_payment(deal_id, terms, state)
-        if due is not None:
-            kind, amount = due
-            have = int(self.token.call("balanceOf", buyer))
-            allowed = int(self.token.call("allowance", buyer, self.escrow.address))
-            if have < amount:
-                return {
-                    "step": kind,
-                    "reason": f"waiting for the buyer's funds: {amount:,} won due, {have:,} won held",
-                }
-            if allowed < amount:
-                return {"step": kind, "reason": "waiting for the buyer's payment authorization (permit)"}
-            return {"step": kind, "reason": "payment ready; the pipeline pays it now"}
-        loan = self.loans.call("loan", deal_id)
-        if terms["loanAmount"] and loan["status"] == 0:
-            return {"step": "loan", "reason": "waiting for the loan application (the buyer's e-certificates)"}
-        if terms["loanAmount"] and loan["status"] == 1:
-            return {"step": "loan", "reason": "waiting for the lender's decision"}
-        if state == State.LOAN_APPROVED:
-            return {"step": "disbursement", "reason": "waiting for the lender's disbursement"}
-        if state == State.FUNDED:
-            return {"step": "registration", "reason": "funded; the pipeline requests registration now"}
-        if state == State.REGISTRATION_REQUESTED:
-            if not self.escrow.call("reported", deal_id):
-                return {"step": "report", "reason": "waiting for the transaction report (실거래 신고)"}
-            return {
-                "step": "settlement",
-                "reason": "waiting for payoff statements and the registry's settlement",
-            }
-        return {"step": state.name.lower(), "reason": "waiting for the next deadline"}
-
-    def next_payment(self, deal_id: int, terms: dict[str, Any], state: State) -> tuple[str, int] | None:
-        """The buyer's payment due now, if any: (kind, amount)."""
-        if state == State.SIGNED:
-            return "deposit", int(terms["deposit"])
-        if state == State.DEPOSIT_PAID and terms["interim"]:
-            return "interim", int(terms["interim"])
-        base = State.INTERIM_PAID if terms["interim"] else State.DEPOSIT_PAID
-        if state in (base, State.LOAN_APPROVED):
-            _deposit, _interim, buyer_balance, _loan = self.escrow.call("payments", deal_id)
-            decided, approved = self.escrow.call("loanDecision", deal_id)
-            if buyer_balance or (terms["loanAmount"] and not decided):
-                return None
-            amount = int(terms["balance"]) - int(approved)
-            return ("balance", amount) if amount > 0 else None
-        return None
 
     def timeline(self, deal_id: int) -> list[dict[str, Any]]:
         """Every event of the deal on chain, in order: what, who sent it, tx, block, time, gas."""
         self._terms(deal_id)
         topic = "0x" + deal_id.to_bytes(32, "big").hex()
-        steps = []
-        receipts: dict[str, Any] = {}
-        blocks: dict[str, int] = {}
-        for contract in (self.escrow, self.loans):
-            logs = self.session.rpc.call(
-                "eth_getLogs",
-                [
-                    {
-                        "fromBlock": hex(self.start_block),
-                        "toBlock": "latest",
-                        "address": contract.address,
-                        "topics": [None, topic],
-                    }
-                ],
-            )
-            for log in logs:
-                decoded = contract.abi.decode_log(log)
-                if decoded is None:
-                    continue
-                tx = decoded.tx_hash
-                if tx not in receipts:
-                    receipts[tx] = self.session.rpc.call("eth_getTransactionReceipt", [tx])
-                bh = decoded.block_hash
-                if bh not in blocks:
-                    block = self.session.rpc.call("eth_getBlockByHash", [bh, False])
-                    blocks[bh] = int(block["timestamp"], 16)
-                steps.append(
-                    {
-                        "step": decoded.event,
-                        "contract": contract.name,
-                        "by": to_checksum_address(receipts[tx]["from"]),
-                        "tx": tx,
-                        "block": decoded.block_number,
-                        "log_index": decoded.log_index,
-                        "time": _iso(blocks[bh]),
-                        "gas": int(receipts[tx]["gasUsed"], 16),
-                        "details": {k: v for k, v in decoded.args.items() if k != "dealId"},
-                    }
-                )
+        by_address = {c.address.lower(): c for c in (self.escrow, self.loans)}
+        query = {"fromBlock": hex(self.start_block), "toBlock": "latest", "address": list(by_address),
+                 "topics": [None, topic]}  # fmt: skip
+        found = []
+        for log in self.session.rpc.call("eth_getLogs", [query]):
+            contract = by_address[log["address"].lower()]
+            decoded = contract.abi.decode_log(log)
+            if decoded is not None:
+                found.append((contract, decoded))
+        # one batched request for the receipts and one for the blocks (SSE streams poll this)
+        txs = sorted({d.tx_hash for _c, d in found})
+        hashes = sorted({d.block_hash for _c, d in found})
+        rpc = self.session.rpc
+        receipts = raise_errors(rpc.batch([("eth_getTransactionReceipt", [t]) for t in txs]))
+        blocks = raise_errors(rpc.batch([("eth_getBlockByHash", [h, False]) for h in hashes]))
+        receipt_of = dict(zip(txs, receipts, strict=True))
+        time_of = {h: int(b["timestamp"], 16) for h, b in zip(hashes, blocks, strict=True)}
+        steps = [
+            {
+                "step": d.event,
+                "contract": contract.name,
+                "by": to_checksum_address(receipt_of[d.tx_hash]["from"]),
+                "tx": d.tx_hash,
+                "block": d.block_number,
+                "log_index": d.log_index,
+                "time": _iso(time_of[d.block_hash]),
+                "gas": int(receipt_of[d.tx_hash]["gasUsed"], 16),
+                "details": {k: v for k, v in d.args.items() if k != "dealId"},
+            }
+            for contract, d in found
+        ]
         steps.sort(key=lambda s: (s["block"], s["log_index"]))
         return steps
 
@@ -449,6 +408,72 @@ class Brokerage:
     def request_registration(self, broker: str, deal_id: int) -> Receipt:
         self._terms(deal_id)
         return self.escrow.transact(self._broker(broker), "requestRegistration", deal_id)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    deal_id: int
+    terms: dict[str, Any]
+    state: State
+    broker: str
+    signatures: tuple[bool, bool]
+    payments: tuple[int, int, int, int]  # deposit, interim, the buyer's balance part, loan
+    decision: tuple[bool, int]  # decided, approved amount
+    loan: dict[str, Any]
+    reported: bool
+    held: int
+    buyer_funds: int
+    buyer_allowance: int
+
+
+def next_payment(snap: Snapshot) -> tuple[str, int] | None:
+    """The buyer's payment due now, if any: (kind, amount)."""
+    terms, state = snap.terms, snap.state
+    if state == State.SIGNED:
+        return "deposit", int(terms["deposit"])
+    if state == State.DEPOSIT_PAID and terms["interim"]:
+        return "interim", int(terms["interim"])
+    base = State.INTERIM_PAID if terms["interim"] else State.DEPOSIT_PAID
+    if state in (base, State.LOAN_APPROVED):
+        buyer_balance = snap.payments[2]
+        decided, approved = snap.decision
+        if buyer_balance or (terms["loanAmount"] and not decided):
+            return None
+        amount = int(terms["balance"]) - int(approved)
+        return ("balance", amount) if amount > 0 else None
+    return None
+
+
+def waiting(snap: Snapshot) -> dict[str, str]:
+    """What the deal waits for now, and why: a party's signature or money, or an institution."""
+    terms, state = snap.terms, snap.state
+    if state == State.OPEN:
+        missing = [p for p, done in zip(("buyer", "seller"), snap.signatures, strict=True) if not done]
+        return {"step": "signatures", "reason": f"waiting for the {' and '.join(missing)}'s signature"}
+    due = next_payment(snap)
+    if due is not None:
+        kind, amount = due
+        if snap.buyer_funds < amount:
+            return {
+                "step": kind,
+                "reason": f"waiting for the buyer's funds: {amount:,} won due, {snap.buyer_funds:,} won held",
+            }
+        if snap.buyer_allowance < amount:
+            return {"step": kind, "reason": "waiting for the buyer's payment authorization (permit)"}
+        return {"step": kind, "reason": "payment ready; the pipeline pays it now"}
+    if terms["loanAmount"] and snap.loan["status"] == 0:
+        return {"step": "loan", "reason": "waiting for the loan application (the buyer's e-certificates)"}
+    if terms["loanAmount"] and snap.loan["status"] == 1:
+        return {"step": "loan", "reason": "waiting for the lender's decision"}
+    if state == State.LOAN_APPROVED:
+        return {"step": "disbursement", "reason": "waiting for the lender's disbursement"}
+    if state == State.FUNDED:
+        return {"step": "registration", "reason": "funded; the pipeline requests registration now"}
+    if state == State.REGISTRATION_REQUESTED:
+        if not snap.reported:
+            return {"step": "report", "reason": "waiting for the transaction report (실거래 신고)"}
+        return {"step": "settlement", "reason": "waiting for payoff statements and the registry's settlement"}
+    return {"step": state.name.lower(), "reason": "waiting for the next deadline"}
 
 
 def _iso(ts: int) -> str:

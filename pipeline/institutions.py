@@ -8,6 +8,7 @@ seeding the registry, mirroring its parcels on chain and opening customers skip 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -118,8 +119,9 @@ class Institutions:
     def engine(self) -> Any:
         return self.oracles[0].store.engine
 
-    @property
+    @cached_property
     def wallet(self) -> WalletStore:
+        """The parties' submitted e-certificates, kept beside the oracles' books."""
         return WalletStore(self.engine)
 
     def start(self) -> Institutions:

@@ -13,7 +13,6 @@ in one transaction, and a repeated id gets the stored answer and changes nothing
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from fractions import Fraction
 from typing import Any, TypeVar
@@ -38,9 +37,8 @@ from pipeline.adapters.protocols import (
     PayoffRequest,
     PresentedCredential,
 )
-from pipeline.adapters.request_log import run_once
+from pipeline.adapters.request_log import BackOffice
 from pipeline.credentials import verify_presented
-from pipeline.db import make_engine
 from pipeline.errors import PipelineValueError
 
 A = TypeVar("A", bound=Payload)
@@ -161,8 +159,13 @@ def _income_claim(value: str | int | None) -> int | None:
     return None
 
 
-class ReferenceBank:
+class ReferenceBank(BackOffice):
     """A bank with persistent state (tables bank_*), implementing BankAdapter."""
+
+    SCHEMA = _SCHEMA
+    REQUESTS_TABLE = "bank_requests"
+    INVALID = BankValueError
+    REUSED = RequestIdReused
 
     def __init__(
         self,
@@ -183,8 +186,6 @@ class ReferenceBank:
             raise BankValueError(f"rate {rate_bps} bps / term {term_months}: out of range")
         if max_secured_bps < 10_000:
             raise BankValueError(f"max_secured_bps {max_secured_bps}: must be >= 10000")
-        self._owns_engine = isinstance(engine_or_url, str)
-        self.engine: Engine = make_engine(engine_or_url) if isinstance(engine_or_url, str) else engine_or_url
         self.bank_name = bank_name
         self.known_issuers = frozenset(_checksum(a) for a in known_issuers)
         self.ltv_bps = ltv_bps
@@ -192,20 +193,9 @@ class ReferenceBank:
         self.rate_bps = rate_bps
         self.term_months = term_months
         self.max_secured_bps = max_secured_bps
-        self.clock: Callable[[], int] = clock or (lambda: int(time.time()))
-        self.create_schema()
+        super().__init__(engine_or_url, clock)
 
     # ------------------------------------------------------------------ setup
-
-    def create_schema(self) -> None:
-        with self.engine.begin() as conn:
-            for statement in _SCHEMA:
-                conn.execute(text(statement))
-
-    def close(self) -> None:
-        """Dispose of the engine if this bank created it from a URL."""
-        if self._owns_engine:
-            self.engine.dispose()
 
     def open_customer(
         self,
@@ -609,19 +599,6 @@ class ReferenceBank:
         conn.execute(text("UPDATE bank_counters SET value = value + 1 WHERE name = 'loan_account'"))
         value = conn.execute(text("SELECT value FROM bank_counters WHERE name = 'loan_account'")).scalar_one()
         return f"L-{int(value):06d}"
-
-    def _idempotent(
-        self,
-        method: str,
-        request_id: str,
-        payload: Payload,
-        answer_type: type[A],
-        work: Callable[[Connection], A],
-    ) -> A:
-        return run_once(
-            self.engine, "bank_requests", method, request_id, payload, answer_type, work,
-            now=self.clock(), invalid=BankValueError, reused=RequestIdReused,
-        )  # fmt: skip
 
 
 def _reject(reason: LoanReason, detail: str) -> LoanDecision:

@@ -22,7 +22,6 @@ price x rate_bps // 10,000 (원 미만 절사). The table is data: HOUSING_TAX a
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -45,8 +44,7 @@ from pipeline.adapters.protocols import (
     TransferCheck,
     TransferCheckRequest,
 )
-from pipeline.adapters.request_log import run_once
-from pipeline.db import make_engine
+from pipeline.adapters.request_log import BackOffice
 from pipeline.domain import GapguKind, LandUse
 from pipeline.domain import parcel_id as parcel_id_of
 from pipeline.errors import PipelineValueError
@@ -230,24 +228,16 @@ def _blocking_kind(kind: GapguKind | str) -> GapguKind:
     return value
 
 
-class ReferenceRegistry:
+class ReferenceRegistry(BackOffice):
     """The land registry's own records (tables registry_*), implementing LandRegistryAdapter."""
 
+    SCHEMA = _SCHEMA
+    REQUESTS_TABLE = "registry_requests"
+    INVALID = RegistryValueError
+    REUSED = RequestIdReused
+
     def __init__(self, engine_or_url: Engine | str, *, clock: Callable[[], int] | None = None) -> None:
-        self._owns_engine = isinstance(engine_or_url, str)
-        self.engine: Engine = make_engine(engine_or_url) if isinstance(engine_or_url, str) else engine_or_url
-        self.clock: Callable[[], int] = clock or (lambda: int(time.time()))
-        self.create_schema()
-
-    def create_schema(self) -> None:
-        with self.engine.begin() as conn:
-            for statement in _SCHEMA:
-                conn.execute(text(statement))
-
-    def close(self) -> None:
-        """Dispose of the engine if this registry created it from a URL."""
-        if self._owns_engine:
-            self.engine.dispose()
+        super().__init__(engine_or_url, clock)
 
     # ------------------------------------------------------------------ registrar (setup)
 
@@ -422,24 +412,13 @@ class ReferenceRegistry:
         def work(conn: Connection) -> TaxReceipt:
             pid = request.parcel_id.lower()
             buyer = _checksum(request.buyer)
-            previous = (
-                conn.execute(
-                    text("SELECT * FROM registry_taxes WHERE deal_id = :d"),
-                    {"d": request.deal_id},
-                )
-                .mappings()
-                .first()
+            previous = self._previous_filing(
+                conn,
+                "registry_taxes",
+                request.deal_id,
+                {"parcel_id": pid, "buyer": buyer, "price": request.price},
             )
             if previous is not None:
-                if (previous["parcel_id"], previous["buyer"], previous["price"]) != (
-                    pid,
-                    buyer,
-                    request.price,
-                ):
-                    raise FilingConflict(
-                        f"deal {request.deal_id}: tax already assessed as"
-                        f" {previous['receipt_no']} for another parcel, buyer or price"
-                    )
                 return TaxReceipt(
                     receipt_no=previous["receipt_no"],
                     tax=previous["tax"],
@@ -476,34 +455,15 @@ class ReferenceRegistry:
 
         def work(conn: Connection) -> ReportReceipt:
             pid = report.parcel_id.lower()
-            particulars = (
-                pid,
-                _checksum(report.seller),
-                _checksum(report.buyer),
-                report.price,
-                report.contract_time,
-            )
-            previous = (
-                conn.execute(
-                    text("SELECT * FROM registry_reports WHERE deal_id = :d"),
-                    {"d": report.deal_id},
-                )
-                .mappings()
-                .first()
-            )
+            particulars = {
+                "parcel_id": pid,
+                "seller": _checksum(report.seller),
+                "buyer": _checksum(report.buyer),
+                "price": report.price,
+                "contract_time": report.contract_time,
+            }
+            previous = self._previous_filing(conn, "registry_reports", report.deal_id, particulars)
             if previous is not None:
-                filed = (
-                    previous["parcel_id"],
-                    previous["seller"],
-                    previous["buyer"],
-                    previous["price"],
-                    previous["contract_time"],
-                )
-                if filed != particulars:
-                    raise FilingConflict(
-                        f"deal {report.deal_id}: already reported as {previous['receipt_no']}"
-                        " with other particulars"
-                    )
                 return ReportReceipt(receipt_no=previous["receipt_no"])
             if self._parcel_row(conn, pid) is None:
                 raise UnknownParcel(f"parcel {pid} is not registered")
@@ -526,8 +486,8 @@ class ReferenceRegistry:
                     "r": receipt,
                     "d": report.deal_id,
                     "p": pid,
-                    "s": particulars[1],
-                    "b": particulars[2],
+                    "s": particulars["seller"],
+                    "b": particulars["buyer"],
                     "price": report.price,
                     "ct": report.contract_time,
                     "t": now,
@@ -544,24 +504,13 @@ class ReferenceRegistry:
         def work(conn: Connection) -> RegistrationReceipt:
             pid = request.parcel_id.lower()
             seller, buyer = _checksum(request.seller), _checksum(request.buyer)
-            previous = (
-                conn.execute(
-                    text("SELECT * FROM registry_registrations WHERE deal_id = :d"),
-                    {"d": request.deal_id},
-                )
-                .mappings()
-                .first()
+            previous = self._previous_filing(
+                conn,
+                "registry_registrations",
+                request.deal_id,
+                {"parcel_id": pid, "seller": seller, "buyer": buyer},
             )
             if previous is not None:
-                if (previous["parcel_id"], previous["seller"], previous["buyer"]) != (
-                    pid,
-                    seller,
-                    buyer,
-                ):
-                    raise FilingConflict(
-                        f"deal {request.deal_id}: already registered as"
-                        f" {previous['receipt_no']} for another parcel or parties"
-                    )
                 return RegistrationReceipt(receipt_no=previous["receipt_no"])
             if self._parcel_row(conn, pid) is not None:
                 self._lock(conn, pid)
@@ -640,6 +589,20 @@ class ReferenceRegistry:
         return self._idempotent("file_registration", request_id, request, RegistrationReceipt, work)
 
     # ------------------------------------------------------------------ internals
+
+    def _previous_filing(
+        self, conn: Connection, table: str, deal_id: int, particulars: dict[str, Any]
+    ) -> Any:
+        """A deal's earlier filing of this kind (a repeat answers with it), or None; one with
+        other particulars is a conflict."""
+        row = (
+            conn.execute(text(f"SELECT * FROM {table} WHERE deal_id = :d"), {"d": deal_id}).mappings().first()
+        )
+        if row is not None and any(row[k] != v for k, v in particulars.items()):
+            raise FilingConflict(
+                f"deal {deal_id}: already filed as {row['receipt_no']} with other {', '.join(particulars)}"
+            )
+        return row
 
     def _transfer_check(self, conn: Connection, parcel_id: str, seller: str) -> TransferCheck:
         pid = parcel_id.lower()
@@ -885,19 +848,6 @@ class ReferenceRegistry:
             owner=parcel["owner"],
             entries=[_to_entry(r) for r in self._entry_rows(conn, parcel["parcel_id"])],
         )
-
-    def _idempotent(
-        self,
-        method: str,
-        request_id: str,
-        payload: Payload,
-        answer_type: type[A],
-        work: Callable[[Connection], A],
-    ) -> A:
-        return run_once(
-            self.engine, "registry_requests", method, request_id, payload, answer_type, work,
-            now=self.clock(), invalid=RegistryValueError, reused=RequestIdReused,
-        )  # fmt: skip
 
 
 def _to_entry(row: Any) -> RegisterEntry:

@@ -1,16 +1,19 @@
-"""Idempotent requests for the reference back offices: the answer to a request id is stored
-in the same transaction as the state change it caused, and a repeat returns it unchanged."""
+"""The reference back offices' common plumbing: their database, clock and schema, and
+idempotent requests (the answer to a request id is stored in the same transaction as the state
+change it caused, and a repeat returns it unchanged)."""
 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.adapters.protocols import Payload
+from pipeline.db import make_engine
 from pipeline.errors import PipelineValueError
 
 A = TypeVar("A", bound=Payload)
@@ -63,3 +66,41 @@ def run_once(
             if attempt == ATTEMPTS - 1:
                 raise
     raise AssertionError("unreachable")
+
+
+class BackOffice:
+    """A reference institution's own system: owns its engine when given a URL."""
+
+    SCHEMA: ClassVar[list[str]]
+    REQUESTS_TABLE: ClassVar[str]
+    INVALID: ClassVar[type[PipelineValueError]]
+    REUSED: ClassVar[type[PipelineValueError]]
+
+    def __init__(self, engine_or_url: Engine | str, clock: Callable[[], int] | None = None) -> None:
+        self._owns_engine = isinstance(engine_or_url, str)
+        self.engine: Engine = make_engine(engine_or_url) if isinstance(engine_or_url, str) else engine_or_url
+        self.clock: Callable[[], int] = clock or (lambda: int(time.time()))
+        self.create_schema()
+
+    def create_schema(self) -> None:
+        with self.engine.begin() as conn:
+            for statement in self.SCHEMA:
+                conn.execute(text(statement))
+
+    def close(self) -> None:
+        """Dispose of the engine if this back office created it from a URL."""
+        if self._owns_engine:
+            self.engine.dispose()
+
+    def _idempotent(
+        self,
+        method: str,
+        request_id: str,
+        payload: Payload,
+        answer_type: type[A],
+        work: Callable[[Connection], A],
+    ) -> A:
+        return run_once(
+            self.engine, self.REQUESTS_TABLE, method, request_id, payload, answer_type, work,
+            now=self.clock(), invalid=self.INVALID, reused=self.REUSED,
+        )  # fmt: skip

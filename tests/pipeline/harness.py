@@ -68,7 +68,7 @@ class Closing:
         self.confirmations = confirmations
         self.oracles = self.inst.oracles
         self.engine = self.inst.engine
-        self.wallet = WalletStore(self.engine)
+        self.wallet = self.inst.wallet
 
     def make_oracles(self) -> list[Oracle]:
         self.inst.adapters = self.adapters
