@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from eth_abi import decode, encode
-from eth_utils import function_signature_to_4byte_selector, keccak, to_checksum_address
+from eth_utils import function_signature_to_4byte_selector, keccak
+from eth_utils import to_checksum_address as _checksum
 
 from chain.errors import ChainError
+
+# A checksum is a keccak of the address: the same few addresses are decoded over and over.
+to_checksum_address = lru_cache(maxsize=65_536)(_checksum)
 
 
 class AbiError(ChainError, ValueError):

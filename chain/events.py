@@ -98,13 +98,13 @@ class EventStream:
             n: block["hash"] for n, block in zip(numbers, answers, strict=True) if isinstance(block, dict)
         }
 
-    def _check_reorg(self) -> int | None:
-        """The block to rewind to if a recorded block left the canonical chain, else None."""
+    def _check_reorg(self, newest_now: dict[str, Any] | None) -> int | None:
+        """The block to rewind to if a recorded block left the canonical chain, else None.
+        `newest_now` is the newest recorded block as the node has it now."""
         if not self.cursor.hashes:
             return None
         recorded = sorted(self.cursor.hashes, reverse=True)
-        newest = recorded[0]
-        if self._block_hashes([newest]).get(newest) == self.cursor.hashes[newest]:
+        if isinstance(newest_now, dict) and newest_now.get("hash") == self.cursor.hashes[recorded[0]]:
             return None
         canonical = self._block_hashes(recorded)
         for number in recorded:
@@ -117,11 +117,16 @@ class EventStream:
 
     def poll(self) -> Batch:
         """Read the next bounded range of confirmed blocks (possibly empty)."""
-        ancestor = self._check_reorg()
+        # The head and the newest recorded block's hash in one request: an idle poll costs one.
+        calls: list[tuple[str, list[Any]]] = [("eth_blockNumber", [])]
+        if self.cursor.hashes:
+            calls.append(("eth_getBlockByNumber", [hex(max(self.cursor.hashes)), False]))
+        answers = raise_errors(self.rpc.batch(calls))
+        ancestor = self._check_reorg(answers[1] if len(answers) > 1 else None)
         if ancestor is not None:
             self.cursor = Cursor(ancestor + 1, {n: h for n, h in self.cursor.hashes.items() if n <= ancestor})
             return Batch([], Cursor(self.cursor.next_block, dict(self.cursor.hashes)), ancestor)
-        head = int(self.rpc.call("eth_blockNumber"), 16)
+        head = int(answers[0], 16)
         safe = head - self.confirmations
         start = self.cursor.next_block
         if start > safe:

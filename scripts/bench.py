@@ -3,9 +3,11 @@ node, against the node's own ceiling measured in the same run.
 
 Each deal gets its own parcel (registered at the registry with a mortgage held by the seller's
 bank, mirrored on chain) and its own seller and buyer wallets; the buyer is a lender customer
-with e-certificates. A worker plays the broker and the parties up to the permit; from there the
-automation, the oracles and the institutions finish the deal. `--concurrency` workers run at once.
-Prints one JSON object as its last line.
+with anchored e-certificates in the wallet. That world is prepared first, untimed. Then, timed,
+a worker plays the broker and the parties up to the permit; from there the automation, the
+oracles and the institutions finish the deal. `--concurrency` deals are in flight at once; a
+deal's latency runs from its opening to its DealSettled event. Prints one JSON object as its
+last line.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +27,10 @@ from eth_account.signers.local import LocalAccount
 
 from chain.deploy import deploy_project
 from chain.eip712 import sign_typed_data
+from chain.events import EventStream
 from chain.session import ChainSession
 from pipeline.adapters.protocols import CredentialKind
+from pipeline.automation import ENDED
 from pipeline.credentials import issue_credential
 from pipeline.domain import DealTerms, LandUse, Party
 from pipeline.metrics import oracle_metrics, percentile
@@ -63,6 +68,50 @@ def node_ceiling(session: ChainSession, count: int = 1000) -> float:
     return count / (time.perf_counter() - started)
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """The world before a deal: the seller's mortgaged parcel, a buyer who banks at the lender
+    and holds anchored e-certificates in the wallet."""
+
+    seller: LocalAccount
+    buyer: LocalAccount
+    parcel: str
+
+
+class Finish:
+    """One watcher for every deal's end: an event stream over the escrow, not a poll per deal."""
+
+    def __init__(self, session: ChainSession, services: Services) -> None:
+        escrow = services.brokerage.escrow
+        self.stream = EventStream(
+            session.rpc,
+            {escrow.address: (escrow.name, escrow.abi)},
+            start_block=services.brokerage.start_block,
+        )
+        self.done: dict[int, tuple[str, float]] = {}
+        self.cond = threading.Condition()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="bench-finish")
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            batch = self.stream.poll()
+            ends = [e for e in batch.events if e.event in ENDED]
+            if ends:
+                now = time.perf_counter()
+                with self.cond:
+                    for e in ends:
+                        self.done.setdefault(int(e.args["dealId"]), (e.event, now))
+                    self.cond.notify_all()
+            if batch.caught_up:
+                self.stop.wait(0.005)
+
+    def wait(self, deal: int, timeout: float) -> tuple[str, float] | None:
+        with self.cond:
+            self.cond.wait_for(lambda: deal in self.done, timeout)
+            return self.done.get(deal)
+
+
 class Bench:
     def __init__(self, session: ChainSession, services: Services) -> None:
         self.s = session
@@ -71,9 +120,17 @@ class Bench:
         self.inst = services.institutions
         self.lock = threading.Lock()  # the registrar's and issuer's setup transactions, one at a time
         self.broker = session.signers["broker"].address
+        self.finish = Finish(session, services)
+        self.finish.thread.start()
 
-    def _parcel(self, seller: LocalAccount) -> str:
+    def close(self) -> None:
+        self.finish.stop.set()
+        self.finish.thread.join(timeout=5)
+
+    def prepare(self, _index: int = 0) -> Prepared:
+        seller, buyer = Account.create(), Account.create()
         number = f"1168010600-9{uuid.uuid4().int % 10**4:04d}-{uuid.uuid4().int % 10**4:04d}"
+        now = self.b.now()
         with self.lock:
             registry = self.inst.registry
             pid = registry.register_parcel(
@@ -84,18 +141,31 @@ class Bench:
             assert record is not None
             publish_parcel(self.b.land, self.s.sender("registrar"), record)
             self.inst.bank.book_existing_mortgage(pid, seller.address, 250_000_000)
-        return pid
-
-    def deal(self, _index: int) -> dict[str, Any]:
-        seller, buyer = Account.create(), Account.create()
-        parcel = self._parcel(seller)
         self.inst.lender.open_customer(buyer.address, "벤치", 150_000_000, cash=2_000_000_000)
+        certificates: list[tuple[CredentialKind, dict[str, str | int]]] = [
+            (CredentialKind.RESIDENT_REGISTRATION, {"name": "벤치", "serial": number}),
+            (CredentialKind.INCOME, {"annual_income": 150_000_000, "serial": number}),
+        ]
+        for kind, claims in certificates:
+            doc, h, sig = issue_credential(
+                self.s.signers["issuer"].account, kind, buyer.address, claims, now, now + 365 * DAY
+            )
+            with self.lock:
+                self.b.c["CredentialRegistry"].transact(
+                    self.s.sender("issuer"), "anchor", h, int(kind), buyer.address, now + 365 * DAY
+                )
+            self.b.submit_credential(doc.model_dump(mode="json"), sig)
+        return Prepared(seller, buyer, pid)
+
+    def run(self, p: Prepared) -> dict[str, Any]:
+        """The deal itself, timed: the broker opens it, both parties sign, the buyer pays its own
+        part in at the bank and signs one permit; the pipeline does the rest."""
         started = time.perf_counter()
         now = self.b.now()
         terms = DealTerms(
-            parcelId=parcel,
-            seller=seller.address,
-            buyer=buyer.address,
+            parcelId=p.parcel,
+            seller=p.seller.address,
+            buyer=p.buyer.address,
             price=1_000_000_000,
             deposit=100_000_000,
             interim=300_000_000,
@@ -107,40 +177,32 @@ class Bench:
             lender=self.s.signers["lender"].address,
         )
         deal, _ = self.b.open_deal(self.broker, terms)
-        for party, key in ((Party.BUYER, buyer), (Party.SELLER, seller)):
+        for party, key in ((Party.BUYER, p.buyer), (Party.SELLER, p.seller)):
             data = self.b.acceptance_typed_data(deal, party, now + DAY)
             self.b.submit_acceptance(self.broker, deal, party, now + DAY, sign_typed_data(key, data))
-        certificates: list[tuple[CredentialKind, dict[str, str | int]]] = [
-            (CredentialKind.RESIDENT_REGISTRATION, {"name": "벤치", "serial": deal}),
-            (CredentialKind.INCOME, {"annual_income": 150_000_000, "serial": deal}),
-        ]
-        for kind, claims in certificates:
-            doc, h, sig = issue_credential(
-                self.s.signers["issuer"].account, kind, buyer.address, claims, now, now + 90 * DAY
-            )
-            with self.lock:
-                self.b.c["CredentialRegistry"].transact(
-                    self.s.sender("issuer"), "anchor", h, int(kind), buyer.address, now + 90 * DAY
-                )
-            self.b.submit_credential(doc.model_dump(mode="json"), sig)
         own = terms.price - terms.loanAmount
         self.b.record_cash_deposit(f"bench-{deal}", deal, Party.BUYER, own)
         permit = self.b.permit_typed_data(deal, own, now + 90 * DAY)
-        self.b.submit_permit(self.broker, deal, own, now + 90 * DAY, sign_typed_data(buyer, permit))
-        deadline = time.monotonic() + 120
-        while self.b.escrow.call("dealState", deal) < 8:
-            if time.monotonic() > deadline:
-                return {"deal": deal, "settled": False, "seconds": time.perf_counter() - started}
-            time.sleep(0.01)
-        steps = self.b.timeline(deal)
-        txs = {s["tx"]: s["gas"] for s in steps}
+        self.b.submit_permit(self.broker, deal, own, now + 90 * DAY, sign_typed_data(p.buyer, permit))
+        end = self.finish.wait(deal, timeout=120)
+        settled = end is not None and end[0] == "DealSettled"
         return {
             "deal": deal,
-            "settled": True,
-            "seconds": time.perf_counter() - started,
-            "txs": len(txs),
-            "gas": sum(txs.values()),
+            "settled": settled,
+            "seconds": (end[1] if end else time.perf_counter()) - started,
         }
+
+    def cost(self, deal: int) -> tuple[int, int]:
+        """Transactions and gas of a deal's own steps, from its timeline."""
+        txs = {s["tx"]: s["gas"] for s in self.b.timeline(deal)}
+        return len(txs), sum(txs.values())
+
+    def deal(self, index: int) -> dict[str, Any]:
+        """One whole deal, preparation included (for callers that run deals one by one)."""
+        result = self.run(self.prepare(index))
+        if result["settled"]:
+            result["txs"], result["gas"] = self.cost(result["deal"])
+        return result
 
 
 def run_bench(deals: int, concurrency: int, *, as_json: bool = True) -> int:
@@ -151,14 +213,21 @@ def run_bench(deals: int, concurrency: int, *, as_json: bool = True) -> int:
         deploy_project(session)
         ceiling = node_ceiling(session)
         services = Services.build(session, Path(tmp), poll_interval=0.01).start()
+        bench = Bench(session, services)
         try:
-            bench = Bench(session, services)
-            started = time.perf_counter()
             with ThreadPoolExecutor(concurrency) as pool:
-                results = list(pool.map(bench.deal, range(deals)))
+                prepared = list(pool.map(bench.prepare, range(deals)))
+            started = time.perf_counter()
+            # `concurrency` deals in flight: a worker takes the next deal when its deal has ended
+            with ThreadPoolExecutor(concurrency) as pool:
+                results = list(pool.map(bench.run, prepared))
             seconds = time.perf_counter() - started
             metrics = oracle_metrics(services.institutions.engine)
+            for r in results:
+                if r["settled"]:
+                    r["txs"], r["gas"] = bench.cost(r["deal"])
         finally:
+            bench.close()
             services.stop()
     settled = [r for r in results if r["settled"]]
     per_deal_tx = sum(r["txs"] for r in settled) / max(1, len(settled))
