@@ -1,16 +1,18 @@
 """A lean JSON-RPC client: keep-alive HTTP, retries with backoff, batches, host failover.
 
 web3.py stays in use for ABI work; hot paths talk JSON-RPC here so that one call is one
-request (web3.py 8 asks eth_chainId around every eth_call). The transport is http.client on
-one kept-alive connection per thread and endpoint: a request through `requests` cost ~4x the
-Python time (hooks, netrc lookups, adapters), and every step of the pipeline is RPC-bound.
+request (web3.py 8 asks eth_chainId around every eth_call). The transport is a minimal
+HTTP/1.1 client on one kept-alive socket per thread and endpoint: every step of the pipeline
+is RPC-bound, and in profiles `requests` (hooks, netrc lookups, adapters) and then http.client
+(headers parsed by the email package) cost more Python time than the JSON-RPC work itself.
 """
 
 from __future__ import annotations
 
-import http.client
 import itertools
 import json
+import socket
+import ssl
 import threading
 import time
 from typing import Any
@@ -45,16 +47,14 @@ class Rpc:
     def url(self) -> str:
         return self.urls[self._active]
 
-    def _connection(self, url: str) -> http.client.HTTPConnection:
-        # One keep-alive connection per thread and endpoint: connections are not thread-safe.
-        pool: dict[str, http.client.HTTPConnection] | None = getattr(self._local, "pool", None)
+    def _connection(self, url: str) -> _Connection:
+        # One keep-alive connection per thread and endpoint: a socket is not shared.
+        pool: dict[str, _Connection] | None = getattr(self._local, "pool", None)
         if pool is None:
             pool = self._local.pool = {}
         conn = pool.get(url)
         if conn is None:
-            parts = urlsplit(url)
-            kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-            conn = pool[url] = kind(parts.netloc, timeout=self.timeout)
+            conn = pool[url] = _Connection(url, self.timeout)
         return conn
 
     def _drop(self, url: str) -> None:
@@ -63,25 +63,21 @@ class Rpc:
             conn.close()
 
     def _send(self, url: str, body: bytes) -> Any:
-        path = urlsplit(url).path or "/"
-        headers = {"Content-Type": "application/json"}
         for fresh in (False, True):
             conn = self._connection(url)
-            reused = conn.sock is not None
+            reused = conn.used
             try:
-                conn.request("POST", path, body, headers)
-                response = conn.getresponse()
-                data = response.read()
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                status, data = conn.post(body)
+            except (ConnectionResetError, BrokenPipeError, _Closed):
                 self._drop(url)
                 if reused and not fresh:
                     continue  # the server closed an idle keep-alive connection: reconnect once
                 raise
-            except (OSError, http.client.HTTPException):
+            except OSError:
                 self._drop(url)
                 raise
-            if response.status >= 500 or response.status == 429:
-                raise RpcError(f"{url} answered HTTP {response.status}")
+            if status >= 500 or status == 429:
+                raise RpcError(f"{url} answered HTTP {status}")
             return json.loads(data)
         raise AssertionError("unreachable")
 
@@ -94,7 +90,7 @@ class Rpc:
             try:
                 self.requests += 1
                 return self._send(url, body)
-            except (OSError, http.client.HTTPException, RpcError, ValueError) as exc:
+            except (OSError, RpcError, ValueError) as exc:
                 last = exc
                 if len(self.urls) > 1:
                     self._active = (self._active + 1) % len(self.urls)
@@ -127,6 +123,70 @@ class Rpc:
             answer = by_id.get(first + i, {"error": {"message": "missing from batch answer"}})
             out.append(_error(method, answer["error"]) if "error" in answer else answer.get("result"))
         return out
+
+
+class _Closed(OSError):
+    """The server closed the connection before answering."""
+
+
+class _Connection:
+    """HTTP/1.1 POSTs on one kept-alive socket: Content-Length or chunked answers."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        parts = urlsplit(url)
+        secure = parts.scheme == "https"
+        host, port = parts.hostname or "127.0.0.1", parts.port or (443 if secure else 80)
+        sock = socket.create_connection((host, port), timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if secure:
+            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+        self.sock = sock
+        self.file = sock.makefile("rb")
+        self.head = (
+            f"POST {parts.path or '/'}{'?' + parts.query if parts.query else ''} HTTP/1.1\r\n"
+            f"Host: {parts.netloc}\r\nContent-Type: application/json\r\n"
+        ).encode()
+        self.used = False
+        self.closing = False
+
+    def post(self, body: bytes) -> tuple[int, bytes]:
+        if self.closing:
+            raise _Closed("the server asked to close this connection")
+        self.used = True
+        self.sock.sendall(self.head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        status_line = self.file.readline(65_537)
+        if not status_line:
+            raise _Closed("no answer")
+        status = int(status_line.split(None, 2)[1])
+        length, chunked = -1, False
+        while True:
+            line = self.file.readline(65_537)
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = line.partition(b":")
+            name, value = name.strip().lower(), value.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value
+            elif name == b"connection" and value == b"close":
+                self.closing = True
+        if chunked:
+            data = b""
+            while size := int(self.file.readline(1024).split(b";")[0], 16):
+                data += self.file.read(size)
+                self.file.readline(3)
+            while self.file.readline(65_537) not in (b"\r\n", b"\n", b""):
+                pass  # trailers
+        elif length >= 0:
+            data = self.file.read(length)
+        else:
+            data, self.closing = self.file.read(), True
+        return status, data
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
 
 
 def raise_errors(results: list[Any]) -> list[Any]:

@@ -12,6 +12,7 @@ from eth_account.signers.local import LocalAccount
 from chain.errors import ContractRevert, RpcError, TransactionError, TransactionTimeout
 from chain.revert import ErrorDecoder, revert_data
 from chain.rpc import Rpc
+from chain.txsign import TxSigner
 
 GAS_MARGIN = 1.25  # estimates miss storage refunds and warm/cold differences between calls
 _NONCE_USED = ("nonce too low", "already known", "correct nonce", "nonce has already been used")
@@ -103,6 +104,7 @@ class Sender:
     ) -> None:
         self.rpc = rpc
         self.account = account
+        self._signer = TxSigner(account.key)
         self.address = str(account.address)
         self.chain_id = chain_id
         self.fees = fees or FeePolicy(rpc)
@@ -139,9 +141,8 @@ class Sender:
                 if self._nonce is None:
                     self._nonce = int(self.rpc.call("eth_getTransactionCount", [self.address, "pending"]), 16)
                 tx["nonce"] = self._nonce
-                signed = self.account.sign_transaction(tx)
-                raw = "0x" + signed.raw_transaction.hex()
-                tx_hash = "0x" + signed.hash.hex()
+                raw_bytes, hash_bytes = self._signer.sign(tx)
+                raw, tx_hash = "0x" + raw_bytes.hex(), "0x" + hash_bytes.hex()
                 try:
                     self.rpc.call("eth_sendRawTransaction", [raw])
                 except RpcError as exc:
@@ -181,10 +182,8 @@ class Sender:
                 }
                 tx.update(fees)
                 tx["nonce"] = self._nonce
-                signed = self.account.sign_transaction(tx)
-                out.append(
-                    SignedTx("0x" + signed.raw_transaction.hex(), "0x" + signed.hash.hex(), self._nonce)
-                )
+                raw, tx_hash = self._signer.sign(tx)
+                out.append(SignedTx("0x" + raw.hex(), "0x" + tx_hash.hex(), self._nonce))
                 self._nonce += 1
             return out
 
