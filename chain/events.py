@@ -117,8 +117,8 @@ class EventStream:
 
     def poll(self) -> Batch:
         """Read the next bounded range of confirmed blocks (possibly empty)."""
-        # The head and the newest recorded block's hash in one request: an idle poll costs one.
-        calls: list[tuple[str, list[Any]]] = [("eth_blockNumber", [])]
+        # The head block and the newest recorded block in one request: an idle poll costs one.
+        calls: list[tuple[str, list[Any]]] = [("eth_getBlockByNumber", ["latest", False])]
         if self.cursor.hashes:
             calls.append(("eth_getBlockByNumber", [hex(max(self.cursor.hashes)), False]))
         answers = raise_errors(self.rpc.batch(calls))
@@ -126,22 +126,29 @@ class EventStream:
         if ancestor is not None:
             self.cursor = Cursor(ancestor + 1, {n: h for n, h in self.cursor.hashes.items() if n <= ancestor})
             return Batch([], Cursor(self.cursor.next_block, dict(self.cursor.hashes)), ancestor)
-        head = int(answers[0], 16)
+        head = int(answers[0]["number"], 16)
         safe = head - self.confirmations
         start = self.cursor.next_block
         if start > safe:
             return Batch([], Cursor(start, dict(self.cursor.hashes)), safe_head=safe)
         end = min(safe, start + self.block_range - 1)
+        # The range's last block is read BEFORE its logs: if the chain moves in between, that
+        # hash or a log's block hash disagrees with the chain at the next poll, which rewinds
+        # past it. So the logs' own block hashes are recorded; no block is fetched per log.
+        end_hash = answers[0]["hash"] if end == head else self._block_hashes([end]).get(end)
         logs = self.rpc.call(
             "eth_getLogs",
             [{"fromBlock": hex(start), "toBlock": hex(end), "address": list(self.contracts)}],
         )
-        blocks = sorted({int(log["blockNumber"], 16) for log in logs} | {end})
-        canonical = self._block_hashes(blocks)
-        for log in logs:
-            if canonical.get(int(log["blockNumber"], 16)) != log["blockHash"] or log.get("removed"):
-                # the chain moved under this read: drop it and read again next poll
-                return Batch([], Cursor(start, dict(self.cursor.hashes)), safe_head=safe)
+        canonical = {int(log["blockNumber"], 16): log["blockHash"] for log in logs}
+        if (
+            end_hash is None
+            or any(log.get("removed") for log in logs)
+            or canonical.get(end, end_hash) != end_hash
+        ):
+            # the chain moved under this read: drop it and read again next poll
+            return Batch([], Cursor(start, dict(self.cursor.hashes)), safe_head=safe)
+        canonical[end] = end_hash
         events = []
         for log in logs:
             named = self.contracts.get(log["address"].lower())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -23,7 +24,10 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
+    """No one listens on the port. TIME_WAIT leftovers of a stopped node do not count: the
+    node binds with SO_REUSEADDR too, so a restart on the same port works at once."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -78,7 +82,16 @@ class EmbeddedNode:
         return f"{self.network.host.rstrip('/')}:{self.port}"
 
     def _binary(self) -> Path:
-        binary = self.config.root / "node_modules" / ".bin" / self.kind
+        modules = self.config.root / "node_modules"
+        if self.kind == "anvil":
+            # npm's `.bin/anvil` is a Node wrapper that spawns the real binary, forwards SIGINT
+            # and exits at once: stop() would return while anvil still dumps its state and holds
+            # the port, and a kill would orphan it. Run the platform binary itself when present.
+            native_builds = sorted(modules.glob("@foundry-rs/anvil-*/bin/anvil"))
+            for native in [*native_builds, modules / "@foundry-rs" / "anvil" / "dist" / "anvil"]:
+                if native.is_file() and os.access(native, os.X_OK):
+                    return native
+        binary = modules / ".bin" / self.kind
         if not binary.exists():
             raise NodeError(f"{binary} is missing; run `npm ci` in {self.config.root}")
         return binary
@@ -100,6 +113,8 @@ class EmbeddedNode:
             ]  # fmt: skip
             if s.block_time:
                 cmd += ["--block-time", str(s.block_time)]
+            if s.prune_history:
+                cmd += ["--prune-history", str(s.prune_history)]
             if self.state:
                 self.state.parent.mkdir(parents=True, exist_ok=True)
                 # Dump on exit and every few seconds, so even a SIGKILL loses little.

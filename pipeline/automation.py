@@ -6,8 +6,9 @@ the loan application with the buyer's e-certificates, ask for registration once 
 institutions' steps (report, loan decision, disbursement, payoff, settlement) are the
 oracles'. Every action is checked by the contract; a repeat simply reverts and is ignored.
 
-A deal is looked at when something that can move it happened: an event of the deal on the
-escrow or the loan book, or a token event of its buyer (money paid in, a permit). Its views
+A deal is looked at when something happened after which it may have a step to take: a
+signature, a payment or a loan decision on the escrow, or a token event of its buyer (money
+paid in, a permit). Its views
 are read for all such deals in one batch. Anything with no event of its own (a certificate
 put in the wallet, a reorg) is caught by a sweep over every live deal each `sweep_interval`.
 """
@@ -29,6 +30,9 @@ from pipeline.domain import State
 log = logging.getLogger("deedchain.automation")
 PAY_FN = {"deposit": "payDeposit", "interim": "payInterim", "balance": "payBalance"}
 ENDED = {"DealSettled", "DealCancelled", "DealDefaulted", "DealRefunded"}
+# The escrow events after which the automation may have a step to take (the rest, e.g. a
+# report or a payoff statement, change nothing it does).
+TRIGGERS = {"TermsAccepted", "PaymentReceived", "LoanDecisionRecorded"}
 SNAPSHOT_CHUNK = 50  # deals per batch of views
 
 
@@ -44,7 +48,7 @@ class DealDriver:
         self.dirty: set[int] = set()
         self.ended: dict[int, tuple[int, str]] = {}  # recently ended deal -> (block, buyer), for reorgs
         self._swept = 0.0
-        watched = (brokerage.escrow, brokerage.loans, brokerage.token)
+        watched = (brokerage.escrow, brokerage.token)
         self.stream = EventStream(
             brokerage.session.rpc,
             {c.address: (c.name, c.abi) for c in watched},
@@ -95,7 +99,7 @@ class DealDriver:
                 horizon = event.block_number - KEEP_HASHES
                 for old in [d for d, (block, _) in self.ended.items() if block < horizon]:
                     del self.ended[old]
-        elif "dealId" in args:
+        elif event.event in TRIGGERS:
             self.dirty.add(int(args["dealId"]))
         elif event.contract == "DepositToken":
             for key in ("to", "owner"):  # money reached a buyer; a buyer's permit or approval

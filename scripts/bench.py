@@ -13,6 +13,7 @@ last line.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import threading
 import time
@@ -110,6 +111,18 @@ class Finish:
         with self.cond:
             self.cond.wait_for(lambda: deal in self.done, timeout)
             return self.done.get(deal)
+
+
+def cpu_seconds(pid: int | None = None) -> float | None:
+    """CPU time (user + system) used so far by this process, or by another one (Linux /proc)."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Bench:
@@ -217,11 +230,14 @@ def run_bench(deals: int, concurrency: int, *, as_json: bool = True) -> int:
         try:
             with ThreadPoolExecutor(concurrency) as pool:
                 prepared = list(pool.map(bench.prepare, range(deals)))
+            node_pid = session.node.process.pid if session.node and session.node.process else None
+            cpu_before = cpu_seconds(), cpu_seconds(node_pid)
             started = time.perf_counter()
             # `concurrency` deals in flight: a worker takes the next deal when its deal has ended
             with ThreadPoolExecutor(concurrency) as pool:
                 results = list(pool.map(bench.run, prepared))
             seconds = time.perf_counter() - started
+            cpu_after = cpu_seconds(), cpu_seconds(node_pid)
             metrics = oracle_metrics(services.institutions.engine)
             for r in results:
                 if r["settled"]:
@@ -245,9 +261,16 @@ def run_bench(deals: int, concurrency: int, *, as_json: bool = True) -> int:
         "latency_p50_s": round(percentile([r["seconds"] for r in settled], 50) or 0, 3),
         "latency_p95_s": round(percentile([r["seconds"] for r in settled], 95) or 0, 3),
         "oracle_reaction_p95_ms": round(max(reactions), 1) if reactions else None,
+        # where the time goes: CPU per settled deal in this process and in the node
+        "pipeline_cpu_ms_per_deal": _per_deal(cpu_before[0], cpu_after[0], len(settled)),
+        "node_cpu_ms_per_deal": _per_deal(cpu_before[1], cpu_after[1], len(settled)),
     }
     if not as_json:
         for key, value in out.items():
             print(f"{key:24} {value}")
     print(json.dumps(out))
     return 0 if len(settled) == deals else 1
+
+
+def _per_deal(before: float | None, after: float | None, deals: int) -> float | None:
+    return None if before is None or after is None or not deals else round((after - before) * 1000 / deals, 1)
