@@ -65,9 +65,6 @@ class CmdSettings(_Strict):
     balance: int = Field(10_000, ge=1, description="ether per dev account")
     state: str | None = Field(None, description="file (anvil) or folder (ganache) kept across restarts")
     block_time: float | None = Field(None, gt=0)
-    prune_history: int | None = Field(
-        None, ge=1, description="anvil: keep only this many recent states (cheaper blocks, no old-state calls)"
-    )
     gas_limit: int = Field(30_000_000, ge=1_000_000)
 
 

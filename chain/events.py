@@ -13,7 +13,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,8 @@ from chain.errors import ReorgTooDeep
 from chain.rpc import Rpc, raise_errors
 
 KEEP_HASHES = 128  # deeper reorgs than this raise ReorgTooDeep instead of passing silently
+ANCHOR_AFTER = 8  # a stream with no recorded block this deep below its range's end ...
+ANCHOR_DEPTHS = (1, 2, 4, 8, 16, 32, 64)  # ... records these depths too
 
 
 @dataclass(frozen=True)
@@ -84,9 +86,21 @@ class EventStream:
         confirmations: int = 0,
         block_range: int = 2000,
         poll_interval: float = 0.2,
+        events: Iterable[str] | None = None,
     ) -> None:
+        """`events`: only these event names (any of the contracts); the node filters by topic,
+        so logs nobody here reads are neither sent nor decoded."""
         self.rpc = rpc
         self.contracts = {addr.lower(): named for addr, named in contracts.items()}
+        self.topics: list[str] | None = None
+        if events is not None:
+            wanted = set(events)
+            self.topics = sorted(
+                topic
+                for _name, abi in contracts.values()
+                for topic, e in abi.events.items()
+                if e.name in wanted
+            )
         self.cursor = cursor or Cursor(start_block)
         self.confirmations = confirmations
         self.block_range = block_range
@@ -132,15 +146,25 @@ class EventStream:
         if start > safe:
             return Batch([], Cursor(start, dict(self.cursor.hashes)), safe_head=safe)
         end = min(safe, start + self.block_range - 1)
-        # The range's last block is read BEFORE its logs: if the chain moves in between, that
-        # hash or a log's block hash disagrees with the chain at the next poll, which rewinds
-        # past it. So the logs' own block hashes are recorded; no block is fetched per log.
-        end_hash = answers[0]["hash"] if end == head else self._block_hashes([end]).get(end)
-        logs = self.rpc.call(
-            "eth_getLogs",
-            [{"fromBlock": hex(start), "toBlock": hex(end), "address": list(self.contracts)}],
-        )
-        canonical = {int(log["blockNumber"], 16): log["blockHash"] for log in logs}
+        # Every hash recorded is read before or with the logs: if the chain moves after it was
+        # read, it disagrees with the chain at the next poll, which rewinds past it. So the
+        # logs' own block hashes serve, and no block is fetched per log. Only a stream with no
+        # recorded block a few blocks deep (fresh, or after a long jump) also reads some older
+        # blocks, so that a reorg of several blocks still finds an ancestor.
+        wanted = [] if end == head else [end]
+        if not any(n <= end - ANCHOR_AFTER for n in self.cursor.hashes):
+            wanted += [end - d for d in ANCHOR_DEPTHS if end - d >= 0]
+        canonical = self._block_hashes(wanted) if wanted else {}
+        end_hash = answers[0]["hash"] if end == head else canonical.get(end)
+        query: dict[str, Any] = {
+            "fromBlock": hex(start),
+            "toBlock": hex(end),
+            "address": list(self.contracts),
+        }
+        if self.topics is not None:
+            query["topics"] = [self.topics]
+        logs = self.rpc.call("eth_getLogs", [query])
+        canonical.update({int(log["blockNumber"], 16): log["blockHash"] for log in logs})
         if (
             end_hash is None
             or any(log.get("removed") for log in logs)

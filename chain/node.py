@@ -113,8 +113,6 @@ class EmbeddedNode:
             ]  # fmt: skip
             if s.block_time:
                 cmd += ["--block-time", str(s.block_time)]
-            if s.prune_history:
-                cmd += ["--prune-history", str(s.prune_history)]
             if self.state:
                 self.state.parent.mkdir(parents=True, exist_ok=True)
                 # Dump on exit and every few seconds, so even a SIGKILL loses little.

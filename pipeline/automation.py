@@ -54,6 +54,7 @@ class DealDriver:
             {c.address: (c.name, c.abi) for c in watched},
             start_block=brokerage.start_block,
             block_range=brokerage.session.network.block_range,
+            events={"DealOpened", *ENDED, *TRIGGERS, "Transfer", "Approval"},
         )
         self.actions = 0
 

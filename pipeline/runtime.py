@@ -34,7 +34,8 @@ def deployed_contracts(session: ChainSession) -> tuple[dict[str, Contract], int]
 
 
 def _stream(session: ChainSession, store: OracleStore, contracts: dict[str, Contract], start: int,
-            confirmations: int | None, poll_interval: float | None) -> EventStream:  # fmt: skip
+            confirmations: int | None, poll_interval: float | None,
+            events: frozenset[str]) -> EventStream:  # fmt: skip
     network = session.network
     return EventStream(
         session.rpc,
@@ -44,6 +45,7 @@ def _stream(session: ChainSession, store: OracleStore, contracts: dict[str, Cont
         confirmations=network.confirmations if confirmations is None else confirmations,
         block_range=network.block_range,
         poll_interval=poll_interval or min(network.poll_interval, 0.05),
+        events=events,
     )
 
 
@@ -98,7 +100,7 @@ def bank_oracle(
     return BankOracle(
         adapter=adapter,
         wallet=WalletStore(engine),
-        stream=_stream(session, store, contracts, start, confirmations, poll_interval),
+        stream=_stream(session, store, contracts, start, confirmations, poll_interval, BankOracle.events),
         sender=session.sender(signer),
         store=store,
         contracts=contracts,
@@ -119,7 +121,7 @@ def registry_oracle(
     _count_retries(adapter, store)
     return RegistryOracle(
         adapter=adapter,
-        stream=_stream(session, store, contracts, start, confirmations, poll_interval),
+        stream=_stream(session, store, contracts, start, confirmations, poll_interval, RegistryOracle.events),
         sender=session.sender(signer),
         store=store,
         contracts=contracts,

@@ -34,6 +34,17 @@ GAS = {
 class BankOracle(Oracle):
     name = "bank"
 
+    events = frozenset(
+        {
+            "LoanRequested",
+            "LoanDecisionRecorded",
+            "PaymentReceived",
+            "LoanSecured",
+            "PayoffPaid",
+            "RegistrationRequested",
+        }
+    )
+
     def __init__(self, *, adapter: BankAdapter, wallet: WalletStore, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.adapter = adapter

@@ -58,6 +58,7 @@ class Parked(Exception):
 
 class Oracle:
     name = "oracle"
+    events: frozenset[str] = frozenset()  # the event names plan() looks at: the stream asks only for these
 
     def __init__(
         self,

@@ -38,6 +38,8 @@ ZERO = "0x" + "00" * 20
 class RegistryOracle(Oracle):
     name = "registry"
 
+    events = frozenset({"TermsAccepted", "RegistrationRequested", "PayoffStated"})
+
     def __init__(self, *, adapter: LandRegistryAdapter, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.adapter = adapter

@@ -125,3 +125,21 @@ def test_reorg_deeper_than_memory_is_loud(chain, token, anvil_only):
     stream.cursor = Cursor(stream.cursor.next_block, {n: "0x" + "00" * 32 for n in stream.cursor.hashes})
     with pytest.raises(ReorgTooDeep):
         stream.poll()
+
+
+@pytest.mark.parametrize("depth", [1, 3, 5])
+def test_a_fresh_filtered_stream_finds_the_ancestor_of_a_reorg(chain, token, anvil_only, depth):
+    """A stream that caught up in one poll and saw none of its events still finds where the
+    chains fork: it records a few older blocks when it has no deep enough record."""
+    buyer = Account.create().address
+    for i in range(8):
+        mint(chain, token, buyer, i + 1)
+    head = int(chain.rpc.call("eth_blockNumber"), 16)
+    stream = stream_for(chain, token, start_block=head - 7, events={"Redeemed"})  # nothing matches
+    assert drain(stream) == []
+    chain.rpc.call("anvil_reorg", [depth, []])
+    chain.resync()
+    batch = stream.poll()
+    # at or below the fork point (re-reading a few good blocks is harmless), never above it
+    assert batch.rewound_to is not None and head - 2 * depth <= batch.rewound_to <= head - depth
+    assert stream.cursor.next_block == batch.rewound_to + 1
