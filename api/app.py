@@ -160,6 +160,8 @@ def create_app(services: Services, settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         docs_url="/docs",
         redoc_url=None,
+        # operationIds are the route functions' names (open_deal, get_deal...): the links name them
+        generate_unique_id_function=lambda route: route.name,
     )
     app.state.services = services
     app.state.settings = settings

@@ -164,7 +164,10 @@ def describe(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]] |
     if isinstance(exc, ChainError):
         return 503, error_body("chain_unavailable", str(exc)), {"Retry-After": "5"}
     if isinstance(exc, StarletteHTTPException):
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        # FastAPI's only 400: a body it cannot decode (not JSON, not the declared charset)
+        code = {400: "malformed_body", 404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "http_error"
+        )
         return exc.status_code, error_body(code, str(exc.detail)), dict(exc.headers or {})
     return None
 

@@ -15,7 +15,7 @@ BUYER = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
 SELLER = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
 LENDER = "0x90F79bf6EB2c4f870365E785982E1f101E93b906"
 HASH = "0x" + "ab" * 32
-SIGNATURE = "0x" + "11" * 65
+SIGNATURE = "0x" + "11" * 64 + "1b"  # r, s, v=27: the form a wallet returns
 
 Address = Annotated[
     str,
@@ -27,6 +27,27 @@ Signature = Annotated[
     str,
     Field(pattern=r"^0x[0-9a-fA-F]{130}$", examples=[SIGNATURE], description="65-byte ECDSA (r, s, v)"),
 ]
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+def _ecdsa(value: str) -> str:
+    """A signature the contracts can accept, or the rule it breaks: checked here so that a malformed
+    one is a validation error naming the rule, not an InvalidSigner from the chain (OpenZeppelin's
+    ECDSA refuses the same). v 0/1 (some wallets) is taken as 27/28, as the permit route always did."""
+    raw = bytes.fromhex(value[2:])
+    r, s, v = int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:64], "big"), raw[64]
+    if v in (0, 1):
+        v += 27
+    if v not in (27, 28):
+        raise ValueError(f"v (the last byte) must be 27 or 28 (or 0/1), not {raw[64]}")
+    if not 0 < r < SECP256K1_N:
+        raise ValueError("r (bytes 0-31) must lie between 1 and the curve order")
+    if not 0 < s <= SECP256K1_N // 2:
+        raise ValueError("s (bytes 32-63) must be non-zero and in the lower half of the curve order (EIP-2)")
+    return "0x" + (raw[:64] + bytes([v])).hex()
+
+
+EcdsaSignature = Annotated[Signature, AfterValidator(_ecdsa)]
 Won = Annotated[int, Field(ge=0, lt=MAX_WON, description="an amount in won (KRW), an integer")]
 Seconds = Annotated[int, Field(ge=0, lt=MAX_UINT64, description="UTC seconds since 1970")]
 PartyName = Literal["buyer", "seller"]
@@ -113,7 +134,7 @@ class SignatureIn(Input):
 
     party: PartyName
     expiry: Seconds = Field(description="the expiry that was signed (from the typed data's message)")
-    signature: Signature
+    signature: EcdsaSignature
 
 
 class PermitIn(Input):
@@ -126,7 +147,7 @@ class PermitIn(Input):
 
     value: Won = Field(description="won the escrow may pull from the buyer's deposit tokens")
     deadline: Seconds
-    signature: Signature
+    signature: EcdsaSignature
 
 
 class PaymentIn(Input):
@@ -187,6 +208,12 @@ class LoanIn(Input):
     credentials: list[Hash32] = Field(
         min_length=1, max_length=16, description="hashes of submitted certificates"
     )
+
+
+class EmptyIn(Input):
+    """No fields: a route that takes no input refuses a body with any (rather than ignoring it)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{}]})
 
 
 class CancelIn(SignatureIn):

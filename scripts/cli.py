@@ -172,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     from pipeline.audit.commands import add_audit_group
 
     add_audit_group(sub)  # audit property|deal|verify: read-only, no keys
+    from scripts.bench_invariants import add_command as add_bench_invariants
+
+    add_bench_invariants(sub)  # bench-invariants: the contracts' state machine on its own throwaway anvil
     return parser
 
 

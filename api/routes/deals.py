@@ -14,7 +14,7 @@ from api.deps import (
     ServicesDep,
     done,
 )
-from api.routes import COMMON, DEAL, WRITE, _error, log_event
+from api.routes import COMMON, DEAL, WRITE, _error, _link, deal_links, log_event, ok
 from api.routes.parcels import resolve
 from api.schemas import DealOpened, DealPage, DealTermsIn, DealView, StateName, Step, TermsView, Timeline
 from pipeline.brokerage import ZERO
@@ -47,7 +47,13 @@ def deal_view(d: dict[str, Any]) -> DealView:
     status_code=201,
     response_model=DealOpened,
     summary="Open a deal on a parcel the seller owns (the caller's broker signs the transaction)",
-    responses={**WRITE, 404: _error("no such parcel (`parcel_not_found`)")},
+    responses={
+        **WRITE,
+        404: _error("no such parcel (`parcel_not_found`)"),
+        **ok(
+            "the deal, opened", deal_links("$response.body#/deal/deal_id", "$response.body#/deal/terms"), 201
+        ),
+    },
 )
 def open_deal(
     services: ServicesDep,
@@ -81,7 +87,19 @@ def open_deal(
     return done(idem, 201, result)
 
 
-@router.get("", response_model=DealPage, summary="The caller's deals, newest first")
+@router.get(
+    "",
+    response_model=DealPage,
+    summary="The caller's deals, newest first",
+    responses=ok(
+        "a page of the caller's deals",
+        {
+            "GetNewestDeal": _link(
+                "get_deal", "the newest deal on the page", deal_id="$response.body#/items/0/deal_id"
+            )
+        },
+    ),
+)
 def list_deals(
     brokerage: BrokerageDep,
     broker: CurrentBroker,
@@ -102,7 +120,7 @@ def list_deals(
     "/{deal_id}",
     response_model=DealView,
     summary="A deal's status, and what it waits for now",
-    responses=DEAL,
+    responses={**DEAL, **ok("the deal", deal_links("$response.body#/deal_id", "$response.body#/terms"))},
 )
 def get_deal(brokerage: BrokerageDep, deal_id: OwnedDeal) -> DealView:
     return deal_view(brokerage.deal(deal_id))
@@ -112,7 +130,12 @@ def get_deal(brokerage: BrokerageDep, deal_id: OwnedDeal) -> DealView:
     "/{deal_id}/timeline",
     response_model=Timeline,
     summary="Every step of the deal on chain: what, who, tx, block, time, gas",
-    responses=DEAL,
+    responses={
+        **DEAL,
+        **ok(
+            "the deal's steps", {"GetDeal": _link("get_deal", "the deal", deal_id="$response.body#/deal_id")}
+        ),
+    },
 )
 def get_timeline(brokerage: BrokerageDep, deal_id: OwnedDeal) -> Timeline:
     return Timeline(deal_id=deal_id, steps=[Step.model_validate(s) for s in brokerage.timeline(deal_id)])

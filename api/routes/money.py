@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Body
 
 from api.deps import BrokerageDep, CurrentBroker, IdempotencyDep, OwnedDeal, RequiredIdempotency, done
-from api.routes import COMMON, DEAL, WRITE, log_event
+from api.routes import COMMON, DEAL, TX_LINKS, WRITE, _link, deal_links, log_event, ok
 from api.routes.signing import to_party, tx_result
-from api.schemas import LoanIn, PaymentIn, PaymentResult, TxResult
+from api.schemas import EmptyIn, LoanIn, PaymentIn, PaymentResult, TxResult
 
 router = APIRouter(prefix="/deals", tags=["money"], responses={**COMMON, **DEAL, **WRITE})
 
@@ -19,6 +19,18 @@ router = APIRouter(prefix="/deals", tags=["money"], responses={**COMMON, **DEAL,
     response_model=PaymentResult,
     summary="A party paid this much in at its bank: the bank issues that many deposit tokens "
     "(Idempotency-Key required)",
+    responses=ok(
+        "the deposit tokens issued (or why not)",
+        {
+            **deal_links("$response.body#/deal_id"),
+            "GetPermitTypedData": _link(
+                "permit_typed_data",
+                "the buyer's permit for what was paid in",
+                deal_id="$response.body#/deal_id",
+                value="$response.body#/amount",
+            ),
+        },
+    ),
 )
 def record_payment(
     brokerage: BrokerageDep,
@@ -41,6 +53,7 @@ def record_payment(
     response_model=TxResult,
     summary="File the loan application with the buyer's e-certificates (the pipeline does this itself "
     "once both certificates are in; this is the manual override)",
+    responses=TX_LINKS,
 )
 def apply_for_loan(
     brokerage: BrokerageDep,
@@ -58,9 +71,14 @@ def apply_for_loan(
     "/{deal_id}/registration",
     response_model=TxResult,
     summary="Ask the registry to register the transfer (the pipeline does this itself once funded)",
+    responses=TX_LINKS,
 )
 def request_registration(
-    brokerage: BrokerageDep, deal_id: OwnedDeal, broker: CurrentBroker, idem: IdempotencyDep
+    brokerage: BrokerageDep,
+    deal_id: OwnedDeal,
+    broker: CurrentBroker,
+    idem: IdempotencyDep,
+    _body: Annotated[EmptyIn | None, Body(description="nothing, or {}")] = None,
 ) -> Any:
     receipt = brokerage.request_registration(broker.address, deal_id)
     log_event("registration_requested", deal_id, receipt.tx_hash)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 
 from api.deps import BrokerageDep, CurrentBroker, IdempotencyDep, OwnedDeal, done
-from api.routes import COMMON, DEAL, WRITE, log_event, state_name
+from api.routes import COMMON, DEAL, TX_LINKS, WRITE, _link, log_event, ok, state_name
 from api.schemas import (
     MAX_UINT64,
     MAX_WON,
@@ -32,6 +32,16 @@ ExpiryQuery = Annotated[
 ]
 
 
+def signed_by_party(operation_id: str) -> dict[str, Any]:
+    """A link from a party's typed data to submitting the party's signature over it."""
+    return _link(
+        operation_id,
+        "submit it once the party signed it (the signature is the client's)",
+        {"party": "$request.path.party", "expiry": "$response.body#/message/expiry"},
+        deal_id="$request.path.deal_id",
+    )
+
+
 def to_party(name: str) -> Party:
     return Party[name.upper()]
 
@@ -50,6 +60,7 @@ def tx_result(brokerage: Brokerage, deal_id: int, receipt: Receipt) -> TxResult:
     "/{deal_id}/typed-data/{party}",
     response_model=TypedData,
     summary="The AcceptTerms typed data a party signs with eth_signTypedData_v4",
+    responses=ok("the typed data", {"SubmitSignature": signed_by_party("submit_signature")}),
 )
 def acceptance_typed_data(
     brokerage: BrokerageDep, deal_id: OwnedDeal, party: PartyPath, expiry: ExpiryQuery = None
@@ -62,7 +73,7 @@ def acceptance_typed_data(
     "/{deal_id}/signatures",
     response_model=TxResult,
     summary="Submit a party's signature over the terms",
-    responses=WRITE,
+    responses={**WRITE, **TX_LINKS},
 )
 def submit_signature(
     brokerage: BrokerageDep,
@@ -82,6 +93,17 @@ def submit_signature(
     "/{deal_id}/permit-typed-data",
     response_model=TypedData,
     summary="The buyer's EIP-2612 permit letting the escrow pull its deposit tokens as payments fall due",
+    responses=ok(
+        "the typed data",
+        {
+            "SubmitPermit": _link(
+                "submit_permit",
+                "submit the permit once the buyer signed it",
+                {"value": "$response.body#/message/value", "deadline": "$response.body#/message/deadline"},
+                deal_id="$request.path.deal_id",
+            )
+        },
+    ),
 )
 def permit_typed_data(
     brokerage: BrokerageDep,
@@ -99,7 +121,7 @@ def permit_typed_data(
     "/{deal_id}/permit",
     response_model=TxResult,
     summary="Submit the buyer's signed permit",
-    responses=WRITE,
+    responses={**WRITE, **TX_LINKS},
 )
 def submit_permit(
     brokerage: BrokerageDep,
@@ -117,6 +139,7 @@ def submit_permit(
     "/{deal_id}/cancel-typed-data/{party}",
     response_model=TypedData,
     summary="The CancelDeal typed data a party signs to cancel under Civil Code §565",
+    responses=ok("the typed data", {"Cancel": signed_by_party("cancel")}),
 )
 def cancel_typed_data(
     brokerage: BrokerageDep, deal_id: OwnedDeal, party: PartyPath, expiry: ExpiryQuery = None
@@ -129,7 +152,7 @@ def cancel_typed_data(
     "/{deal_id}/cancel",
     response_model=TxResult,
     summary="Cancel before performance began (§565): the buyer forfeits the deposit, the seller pays double",
-    responses=WRITE,
+    responses={**WRITE, **TX_LINKS},
 )
 def cancel(
     brokerage: BrokerageDep,

@@ -9,7 +9,7 @@ import pytest
 
 from tests.api.conftest import Api
 
-SIG = "0x" + "11" * 65
+SIG = "0x" + "11" * 64 + "1b"  # well-formed (r, s, v=27), signed by nobody
 
 
 def every_deal_route(deal: int) -> list[tuple[str, str, dict | None, dict]]:

@@ -25,11 +25,17 @@ the chain.
 
 DEEDCHAIN_HYPOTHESIS_EXAMPLES (default 25) and DEEDCHAIN_HYPOTHESIS_STEPS (default 25) size the
 run; each example starts from a clean chain (evm_snapshot in __init__, evm_revert in teardown).
+The benchmark job (scripts/bench_invariants.py) also sets DEEDCHAIN_HYPOTHESIS_ACTIONS: runs are
+repeated until at least that many actions (rules run, the initialize step not counted) were
+executed, and DEEDCHAIN_INVARIANT_STATS: a file the counts and timings are written to as JSON.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +64,8 @@ from tests.contracts.conftest import DAY, World
 
 EXAMPLES = int(os.environ.get("DEEDCHAIN_HYPOTHESIS_EXAMPLES", "25"))
 STEPS = int(os.environ.get("DEEDCHAIN_HYPOTHESIS_STEPS", "25"))
+ACTIONS = int(os.environ.get("DEEDCHAIN_HYPOTHESIS_ACTIONS", "0"))
+STATS = os.environ.get("DEEDCHAIN_INVARIANT_STATS")
 
 ZERO = "0x" + "00" * 20
 SLACK = 120  # seconds around a deadline where the next block's timestamp decides
@@ -924,6 +932,12 @@ class DealHistories(RuleBasedStateMachine):
 
     # --- invariants --------------------------------------------------------------------------
     @invariant()
+    def count_steps(self) -> None:
+        """Hypothesis runs the invariants after every step, the initialize step included (not before
+        it): actions = steps - runs."""
+        self.checks["steps"] += 1
+
+    @invariant()
     def books_balance(self) -> None:
         if not self.ready:
             return
@@ -966,7 +980,7 @@ class DealHistories(RuleBasedStateMachine):
 
 
 # about 0.02 s per step on anvil; the benchmark job's larger runs must not hit the 300 s default
-@pytest.mark.timeout(max(300, EXAMPLES * STEPS // 10))
+@pytest.mark.timeout(max(300, max(EXAMPLES * STEPS, ACTIONS) // 10))
 def test_random_deal_histories_keep_the_books(world: World):
     outcomes: Counter[str] = Counter()
     checks: Counter[str] = Counter()
@@ -975,19 +989,42 @@ def test_random_deal_histories_keep_the_books(world: World):
         w = world
 
     Machine.outcomes, Machine.checks = outcomes, checks
-    run_state_machine_as_test(
-        Machine,
-        settings=settings(
-            max_examples=EXAMPLES,
-            stateful_step_count=STEPS,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-        ),
-    )
+    started = time.perf_counter()
+    examples = EXAMPLES
+    try:
+        while True:  # once, unless the benchmark asks for more actions than these examples gave
+            run_state_machine_as_test(
+                Machine,
+                settings=settings(
+                    max_examples=examples,
+                    stateful_step_count=STEPS,
+                    deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+                ),
+            )
+            actions = checks["steps"] - checks["examples"]
+            if actions >= ACTIONS:
+                break
+            # Hypothesis ends many runs before STEPS: top up by the actions per run seen so far
+            examples = max(1, math.ceil((ACTIONS - actions) * checks["examples"] / max(1, actions)))
+    finally:
+        if STATS:
+            stats = {
+                "actions": checks["steps"] - checks["examples"],
+                "runs": checks["examples"],
+                "steps_per_run": STEPS,
+                "seconds": round(time.perf_counter() - started, 3),
+                "invariant_checks": checks["invariant checks"],
+                "contract_calls": outcomes.total(),
+            }
+            with open(STATS, "w") as f:
+                json.dump(stats, f)
     width = max(map(len, outcomes), default=0)
     print(
         f"\n{checks['examples']} runs (max_examples={EXAMPLES}, up to {STEPS} steps), "
+        f"{checks['steps'] - checks['examples']} actions, "
         f"{checks['invariant checks']} invariant checks; outcomes of the calls:"
     )
     for name, count in sorted(outcomes.items()):
         print(f"  {name:<{width}}  {count}")
+    assert checks["steps"] - checks["examples"] >= max(ACTIONS, 1)  # the runs did run actions
