@@ -18,6 +18,8 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from eth_utils import keccak
+
 from chain.errors import RpcError
 
 _ids = itertools.count(1)
@@ -89,7 +91,9 @@ class Rpc:
             url = self.url
             try:
                 self.requests += 1
-                return self._send(url, body)
+                answer = self._send(url, body)
+                self._local.retried = attempt > 0  # an earlier try may have reached the node
+                return answer
             except (OSError, RpcError, ValueError) as exc:
                 last = exc
                 if len(self.urls) > 1:
@@ -103,6 +107,13 @@ class Rpc:
         """One call; an error object raises RpcError with its code and data."""
         answer = self._post({"jsonrpc": "2.0", "id": next(_ids), "method": method, "params": params or []})
         if "error" in answer:
+            if method == "eth_sendRawTransaction" and params and self._local.retried:
+                # A transport error (a failover) lost the answer to an earlier try: if the node
+                # holds this very transaction, that try got through and the repeat's "nonce too
+                # low" or "already known" is no error. Else the caller would sign it again.
+                tx_hash = "0x" + keccak(hexstr=params[0]).hex()
+                if self.call("eth_getTransactionByHash", [tx_hash]) is not None:
+                    return tx_hash
             raise _error(method, answer["error"])
         return answer.get("result")
 

@@ -11,7 +11,7 @@ from eth_account.signers.local import LocalAccount
 
 from chain.errors import ContractRevert, RpcError, TransactionError, TransactionTimeout
 from chain.revert import ErrorDecoder, revert_data
-from chain.rpc import Rpc
+from chain.rpc import Rpc, raise_errors
 from chain.txsign import TxSigner
 
 GAS_MARGIN = 1.25  # estimates miss storage refunds and warm/cold differences between calls
@@ -206,7 +206,7 @@ class Sender:
     def wait(self, tx_hash: str, timeout: float | None = None) -> Receipt:
         """The receipt, once mined; a failed transaction raises its decoded ContractRevert."""
         deadline = time.monotonic() + (timeout or self.timeout)
-        delay = 0.005
+        delay = 0.0005  # an automining node has the receipt within a millisecond or so
         while True:
             raw = self.rpc.call("eth_getTransactionReceipt", [tx_hash])
             if raw is not None:
@@ -218,6 +218,12 @@ class Sender:
                 raise TransactionTimeout(f"no receipt for {tx_hash} after {timeout or self.timeout:.0f}s")
             time.sleep(delay)
             delay = min(delay * 2, self.poll_interval)
+
+    def receipts(self, tx_hashes: list[str]) -> list[Receipt | None]:
+        """Receipts of several transactions in one request (None: not mined yet). A failed one
+        is returned as it is; `wait` on it raises its decoded revert."""
+        answers = raise_errors(self.rpc.batch([("eth_getTransactionReceipt", [h]) for h in tx_hashes]))
+        return [Receipt.from_rpc(a) if a is not None else None for a in answers]
 
     def transact(self, to: str | None, data: str, *, value: int = 0, gas: int | None = None) -> Receipt:
         return self.wait(self.send(to, data, value=value, gas=gas))

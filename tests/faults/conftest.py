@@ -1,0 +1,271 @@
+"""The fault campaign (issue 7): several deals in flight through the real pipeline while the
+node stops, the chain reorganises, events arrive twice or an RPC endpoint dies.
+
+`Campaign` sets deals up the way scripts/bench.py does (own parcel with the seller's mortgage,
+fresh parties, e-certificates, cash paid in at the lender, one permit) and stops there: the
+automation, the oracles and the institutions do the rest. Its checks say that each deal
+settled and that every institution's effect happened exactly once, on chain and in the books.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from sqlalchemy import text
+
+from chain.eip712 import sign_typed_data
+from chain.session import ChainSession
+from pipeline.adapters.protocols import CredentialKind
+from pipeline.credentials import issue_credential
+from pipeline.domain import DealTerms, LandUse, Party, State
+from pipeline.oracles.registry import publish_parcel
+from pipeline.service import Services
+
+DAY = 86_400
+PRICE, LOAN, OWED = 1_000_000_000, 400_000_000, 250_000_000  # OWED: the seller's mortgage loan
+# Every event of one settled deal, by name (from the deal's timeline on chain). The institutions'
+# effects are the ones counted 1; a repeated effect or a lost one changes this.
+EXPECTED_TIMELINE = Counter(
+    {
+        "DealOpened": 1,
+        "TermsAccepted": 2,
+        "TransactionReported": 1,  # registry: 실거래 신고
+        "PaymentReceived": 4,  # deposit, interim, the buyer's balance part, the loan
+        "LoanRequested": 1,
+        "LoanApproved": 1,  # lender: decision
+        "LoanDecisionRecorded": 1,
+        "LoanDisbursed": 1,  # lender: disbursement
+        "RegistrationRequested": 1,
+        "PayoffStated": 1,  # seller's bank: payoff statement
+        "PayoffPaid": 1,
+        "LoanSecured": 1,
+        "DealSettled": 1,  # registry: settlement
+    }
+)
+# The oracles' books for one deal: effect key prefix -> kind (two have no transaction: booking only)
+EXPECTED_EFFECTS = {
+    "report": "transaction_report",
+    "decision": "loan_decision",
+    "disburse": "disbursement",
+    "payoff": "payoff",
+    "settle": "settlement",
+    "secured": "mortgage_booked",
+    "repaid": "payoff_booked",
+}
+
+
+@pytest.fixture(autouse=True)
+def _anvil(anvil_only: None) -> None:
+    """Every fault test needs anvil (anvil_reorg, --state, evm_snapshot)."""
+
+
+@dataclass(frozen=True)
+class Deal:
+    id: int
+    parcel: str
+    seller: str
+    buyer: str
+    terms: DealTerms
+
+
+class Campaign:
+    """Deals on `services` (built on `session`), set up like scripts/bench.py up to the permit."""
+
+    def __init__(self, session: ChainSession, services: Services) -> None:
+        self.s = session
+        self.services = services
+        self.b = services.brokerage
+        self.inst = services.institutions
+        self.broker = session.signers["broker"].address
+        self.deals: list[Deal] = []
+
+    def _parcel(self, seller: LocalAccount) -> str:
+        """A parcel of the seller's, mortgaged to the seller's bank, at the registry and on chain."""
+        number = f"1168010600-8{uuid.uuid4().int % 10**4:04d}-{uuid.uuid4().int % 10**4:04d}"
+        registry = self.inst.registry
+        pid = registry.register_parcel(
+            number, f"서울특별시 강남구 캠페인동 {number[-4:]}", 8_497, LandUse.BUILDING, seller.address
+        )
+        registry.add_mortgage(pid, self.s.signers["bank"].address, seller.address, 300_000_000)
+        record = registry.read_parcel(pid)
+        assert record is not None
+        publish_parcel(self.b.land, self.s.sender("registrar"), record)
+        self.inst.bank.book_existing_mortgage(pid, seller.address, OWED)
+        return pid
+
+    def open(self) -> Deal:
+        """Open, sign, certify and fund one deal; from here the pipeline runs it by itself."""
+        seller, buyer = Account.create(), Account.create()
+        parcel = self._parcel(seller)
+        self.inst.lender.open_customer(buyer.address, "캠페인", 150_000_000, cash=2_000_000_000)
+        now = self.b.now()
+        terms = DealTerms(
+            parcelId=parcel,
+            seller=seller.address,
+            buyer=buyer.address,
+            price=PRICE,
+            deposit=100_000_000,
+            interim=300_000_000,
+            balance=600_000_000,
+            depositDeadline=now + 7 * DAY,
+            interimDeadline=now + 30 * DAY,
+            balanceDeadline=now + 60 * DAY,
+            loanAmount=LOAN,
+            lender=self.s.signers["lender"].address,
+        )
+        deal, _ = self.b.open_deal(self.broker, terms)
+        for party, key in ((Party.BUYER, buyer), (Party.SELLER, seller)):
+            data = self.b.acceptance_typed_data(deal, party, now + DAY)
+            self.b.submit_acceptance(self.broker, deal, party, now + DAY, sign_typed_data(key, data))
+        certificates: list[tuple[CredentialKind, dict[str, str | int]]] = [
+            (CredentialKind.RESIDENT_REGISTRATION, {"name": "캠페인", "serial": deal}),
+            (CredentialKind.INCOME, {"annual_income": 150_000_000, "serial": deal}),
+        ]
+        for kind, claims in certificates:
+            doc, h, sig = issue_credential(
+                self.s.signers["issuer"].account, kind, buyer.address, claims, now, now + 90 * DAY
+            )
+            self.b.c["CredentialRegistry"].transact(
+                self.s.sender("issuer"), "anchor", h, int(kind), buyer.address, now + 90 * DAY
+            )
+            self.b.submit_credential(doc.model_dump(mode="json"), sig)
+        own = PRICE - LOAN
+        self.b.record_cash_deposit(f"faults-{deal}", deal, Party.BUYER, own)
+        permit = self.b.permit_typed_data(deal, own, now + 90 * DAY)
+        self.b.submit_permit(self.broker, deal, own, now + 90 * DAY, sign_typed_data(buyer, permit))
+        opened = Deal(deal, parcel, seller.address, buyer.address, terms)
+        self.deals.append(opened)
+        return opened
+
+    # --- watching -------------------------------------------------------------------------------
+    def states(self, deals: Iterable[Deal] | None = None) -> dict[int, State]:
+        return {d.id: State(self.b.escrow.call("dealState", d.id)) for d in deals or self.deals}
+
+    def progress(self) -> tuple[Any, ...]:
+        """What the run has achieved so far: the deals' states and the oracles' books."""
+        books = tuple(tuple(sorted(self.books(d).items())) for d in self.deals)
+        return tuple(self.states().values()), books
+
+    def wait_settled(self, timeout: float = 60.0, stall: float | None = None) -> None:
+        """Until every deal is terminal; fails after `timeout`, or after `stall` seconds in which
+        nothing moved."""
+        deadline = time.monotonic() + timeout
+        last, since = self.progress(), time.monotonic()
+        while not all(s.terminal for s in self.states().values()):
+            now = time.monotonic()
+            assert now < deadline, f"deals did not settle in {timeout:.0f}s: {self.stuck()}"
+            if stall is not None:
+                seen = self.progress()
+                if seen != last:
+                    last, since = seen, now
+                assert now - since < stall, f"nothing moved for {stall:.0f}s: {self.stuck()}"
+            time.sleep(0.05)
+
+    def stuck(self) -> dict[int, Any]:
+        """For each deal not done: its state, what it waits for, and the oracles' books."""
+        return {
+            d.id: (state.name, self.b.deal(d.id)["waiting"], self.books(d))
+            for d, state in zip(self.deals, self.states().values(), strict=True)
+            if not state.terminal
+        }
+
+    # --- exactly once ---------------------------------------------------------------------------
+    def assert_each_effect_once(self) -> None:
+        """Every deal settled; on chain each institution acted once; the back offices and the
+        oracles' books agree, once each."""
+        token, escrow = self.b.token, self.b.escrow
+        lender, bank, registry = self.inst.lender, self.inst.bank, self.inst.registry
+        lender_address = self.s.signers["lender"].address
+        for deal in self.deals:
+            assert self.states([deal])[deal.id] == State.SETTLED, deal.id
+            timeline = Counter(step["step"] for step in self.b.timeline(deal.id))
+            assert timeline == EXPECTED_TIMELINE, (deal.id, timeline - EXPECTED_TIMELINE)
+            # money moved once: the seller may claim the price less the payoff, the escrow holds
+            # nothing more for the deal, the buyer has no tokens left
+            assert escrow.call("claimable", deal.seller) == PRICE - OWED, deal.id
+            assert escrow.call("heldBy", deal.id) == 0, deal.id
+            assert token.call("balanceOf", deal.buyer) == 0, deal.id
+            # the back offices: one loan disbursed, the old mortgage repaid, title and the new
+            # mortgage registered once
+            loan = lender.loan(deal.id)
+            assert loan is not None and loan["status"] == "disbursed", deal.id
+            assert registry.report_record(deal.id) is not None, deal.id
+            record = registry.read_parcel(deal.parcel)
+            assert record is not None and record.owner == deal.buyer, deal.id
+            owners = [e.holder for e in record.entries if e.section == "gapgu" and e.kind == "ownership"]
+            assert owners == [deal.seller, deal.buyer], deal.id
+            eulgu = [e for e in record.entries if e.section == "eulgu"]
+            assert [e.kind for e in eulgu] == ["mortgage", "discharge", "mortgage"], (deal.id, eulgu)
+            assert eulgu[2].holder == lender_address and eulgu[2].debtor == deal.buyer, deal.id
+            with bank.engine.connect() as conn:
+                held = conn.execute(
+                    text("SELECT outstanding FROM bank_mortgages_held WHERE parcel_id = :p"),
+                    {"p": deal.parcel.lower()},
+                ).all()
+            assert [row.outstanding for row in held] == [0], (deal.id, held)  # the payoff booked
+            # the oracles' books: each effect once, and each mined (none left signed or failed)
+            books = {e.key: e for o in self.inst.oracles for e in o.store.effects(deal_id=deal.id)}
+            assert {k.split(":")[0]: e.kind for k, e in books.items()} == EXPECTED_EFFECTS, deal.id
+            assert {e.status for e in books.values()} == {"mined"}, {
+                k: (e.status, e.error) for k, e in books.items()
+            }
+
+    def books(self, deal: Deal) -> dict[str, str]:
+        """The oracles' effects for a deal: key -> status."""
+        return {e.key: e.status for o in self.inst.oracles for e in o.store.effects(deal_id=deal.id)}
+
+    def books_complete(self) -> bool:
+        """Every deal has all its effects in the books, none still on its way."""
+        return all(_done(books) for books in map(self.books, self.deals))
+
+    def wait_books(self, timeout: float = 30.0) -> None:
+        """Until the oracles' books hold every deal's effects (the banks book after settlement)."""
+
+        def incomplete() -> dict[int, dict[str, str]]:
+            return {d.id: books for d in self.deals if not _done(books := self.books(d))}
+
+        wait_for(self.books_complete, timeout, "the oracles' books complete", incomplete)
+
+    def oracle_nonces(self) -> dict[str, int]:
+        """How many transactions each institution's key has sent, by account name."""
+        rpc = self.s.rpc
+        return {
+            name: int(rpc.call("eth_getTransactionCount", [self.s.signers[name].address, "latest"]), 16)
+            for name in ("registrar", "lender", "bank")
+        }
+
+    def effect_txs(self) -> dict[str, int]:
+        """How many transactions the oracles' books hold for the campaign's deals, by account."""
+        names = {"registry:registrar": "registrar", "bank:lender": "lender", "bank:bank": "bank"}
+        ids = {d.id for d in self.deals}
+        out = dict.fromkeys(names.values(), 0)
+        for oracle in self.inst.oracles:
+            for effect in oracle.store.effects():
+                if effect.deal_id in ids:
+                    out[names[oracle.store.oracle]] += len(effect.txs)
+        return out
+
+
+def _done(books: dict[str, str]) -> bool:
+    return len(books) == len(EXPECTED_EFFECTS) and "signed" not in books.values()
+
+
+def wait_for(
+    check: Callable[[], Any],
+    timeout: float = 30.0,
+    what: str = "condition",
+    detail: Callable[[], Any] | None = None,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen in {timeout:.0f}s: {detail() if detail else ''}")
+        time.sleep(0.05)
