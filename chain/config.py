@@ -65,6 +65,9 @@ class CmdSettings(_Strict):
     balance: int = Field(10_000, ge=1, description="ether per dev account")
     state: str | None = Field(None, description="file (anvil) or folder (ganache) kept across restarts")
     block_time: float | None = Field(None, gt=0)
+    max_persisted_states: int | None = Field(
+        None, ge=0, description="anvil: old block states it writes to disk (0: none; each write costs CPU)"
+    )
     gas_limit: int = Field(30_000_000, ge=1_000_000)
 
 

@@ -113,6 +113,8 @@ class EmbeddedNode:
             ]  # fmt: skip
             if s.block_time:
                 cmd += ["--block-time", str(s.block_time)]
+            if s.max_persisted_states is not None:
+                cmd += ["--max-persisted-states", str(s.max_persisted_states)]
             if self.state:
                 self.state.parent.mkdir(parents=True, exist_ok=True)
                 # Dump on exit and every few seconds, so even a SIGKILL loses little.

@@ -108,7 +108,9 @@ def test_bench_prints_its_json_with_every_field(project_copy):
     assert set(result) == {
         "deals", "settled", "seconds", "deals_per_s", "tx_per_deal", "gas_per_deal", "node_ceiling_tx_per_s",
         "ratio_to_ceiling", "latency_p50_s", "latency_p95_s", "oracle_reaction_p95_ms",
+        "pipeline_cpu_ms_per_deal", "node_cpu_ms_per_deal",
     }  # fmt: skip
+    assert result["pipeline_cpu_ms_per_deal"] > 0 and result["node_cpu_ms_per_deal"] > 0
     assert result["settled"] == 2 and result["tx_per_deal"] >= 12 and result["node_ceiling_tx_per_s"] > 0
     expected = result["deals_per_s"] * result["tx_per_deal"] / result["node_ceiling_tx_per_s"]
     assert abs(result["ratio_to_ceiling"] - expected) < 1e-3
