@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.package-lock.json
 
-.PHONY: setup demo test lint typecheck test-chain-ganache slither clean
+.PHONY: setup demo test lint typecheck test-chain-ganache slither benchmarks clean
 
 setup: $(STAMP) $(NODE_STAMP)
 
@@ -39,6 +39,11 @@ test-chain-ganache: setup
 test: lint typecheck
 	$(BIN)/pytest -q
 	$(MAKE) --no-print-directory test-chain-ganache
+
+# Every benchmark (deals/s against the node's ceiling, growth, the contracts' state machine at
+# 10,000 actions, oracle reaction) into BENCHMARKS.md; takes ~15 minutes.
+benchmarks: setup
+	$(BIN)/deedchain benchmarks
 
 # Static analysis (informational: prints findings, fails only if Slither cannot run).
 slither: setup

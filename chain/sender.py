@@ -12,10 +12,11 @@ from eth_account.signers.local import LocalAccount
 from chain.errors import ContractRevert, RpcError, TransactionError, TransactionTimeout
 from chain.revert import ErrorDecoder, revert_data
 from chain.rpc import Rpc, raise_errors
-from chain.txsign import TxSigner
+from chain.txsign import TxSigner, call_fields
 
 GAS_MARGIN = 1.25  # estimates miss storage refunds and warm/cold differences between calls
-_NONCE_USED = ("nonce too low", "already known", "correct nonce", "nonce has already been used")
+_KNOWN = ("already known", "already imported")  # geth's and anvil's words for "I have this very tx"
+_NONCE_USED = ("nonce too low", "correct nonce", "nonce has already been used")
 
 
 @dataclass(frozen=True)
@@ -146,13 +147,16 @@ class Sender:
                 try:
                     self.rpc.call("eth_sendRawTransaction", [raw])
                 except RpcError as exc:
+                    if exc.code is None:
+                        self._nonce = None  # unreachable: whether it took the tx is unknown, so ask
+                        raise
                     message = str(exc).lower()
-                    if "already known" in message:
+                    if any(s in message for s in _KNOWN):
                         pass  # an earlier try of this very transaction got through
                     elif any(s in message for s in _NONCE_USED):
                         self._nonce = None  # someone else used this nonce: ask again
                         continue
-                    elif exc.code is not None and revert_data(exc.data) is not None:
+                    elif revert_data(exc.data) is not None:
                         raise self.errors.from_rpc_error(exc) from None
                     else:
                         # the nonce is not consumed; keep it for the next transaction
@@ -188,12 +192,16 @@ class Sender:
             return out
 
     def broadcast(self, signed: SignedTx) -> None:
-        """Hand a signed transaction to the node; a repeat of one already known or mined is fine."""
+        """Hand a signed transaction to the node; a repeat of one already known or mined is fine.
+        An unreachable node raises RpcError as it is: the transaction is not refused, the caller
+        keeps it and sends it again later."""
         try:
             self.rpc.call("eth_sendRawTransaction", [signed.raw])
         except RpcError as exc:
+            if exc.code is None:
+                raise
             message = str(exc).lower()
-            if "already known" in message:
+            if any(s in message for s in _KNOWN):
                 return
             if any(s in message for s in _NONCE_USED):
                 if self.rpc.call("eth_getTransactionReceipt", [signed.hash]) is not None:
@@ -202,6 +210,37 @@ class Sender:
                     f"nonce {signed.nonce} of {signed.hash} was used by another tx"
                 ) from None
             raise TransactionError(f"node refused {signed.hash}: {exc}") from None
+
+    def reissue(self, lost: list[SignedTx], held: set[int]) -> dict[str, SignedTx]:
+        """Make transactions that a reorg dropped (the node has neither mined nor pooled them)
+        sendable again, in nonce order. Each keeps its signature while its nonce is the
+        account's next free one; else (its nonce was taken, or a lower one is free, which would
+        hold it back) the same call is signed anew, with fresh fees, at the next free nonce.
+        `held`: nonces of this account's other transactions on their way (in the pool or an
+        outbox), never given out. Returns old hash -> transaction to send; the caller records
+        the new ones before it broadcasts them in order."""
+        fees = self.fees.fields()
+        with self._lock:
+            nonce = int(self.rpc.call("eth_getTransactionCount", [self.address, "latest"]), 16)
+            out: dict[str, SignedTx] = {}
+            for old in sorted(lost, key=lambda t: t.nonce):
+                while nonce in held:
+                    nonce += 1
+                if old.nonce == nonce:
+                    out[old.hash] = old
+                else:
+                    tx = {"chainId": self.chain_id, **call_fields(bytes.fromhex(old.raw[2:])), **fees}
+                    tx["nonce"] = nonce
+                    raw, tx_hash = self._signer.sign(tx)
+                    out[old.hash] = SignedTx("0x" + raw.hex(), "0x" + tx_hash.hex(), nonce)
+                nonce += 1
+            self._nonce = max([nonce, *(n + 1 for n in held)])
+            return out
+
+    def known(self, tx_hashes: list[str]) -> list[bool]:
+        """Whether the node holds each transaction, mined or waiting in its pool."""
+        answers = raise_errors(self.rpc.batch([("eth_getTransactionByHash", [h]) for h in tx_hashes]))
+        return [a is not None for a in answers]
 
     def wait(self, tx_hash: str, timeout: float | None = None) -> Receipt:
         """The receipt, once mined; a failed transaction raises its decoded ContractRevert."""

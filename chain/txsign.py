@@ -45,3 +45,18 @@ class TxSigner:
     def _sign(self, digest: bytes) -> tuple[int, int, int]:
         sig = self._key.sign_recoverable(digest, hasher=None)  # low-s, as the chain requires
         return int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:64], "big"), sig[64]
+
+
+def call_fields(raw: bytes) -> dict[str, Any]:
+    """to, value, data and gas of a raw transaction as `TxSigner.sign` encodes it: what signing
+    the same call again (another nonce, fresh fees) needs."""
+    if raw[:1] == b"\x02":
+        gas, to, value, data = rlp.decode(raw[1:])[4:8]
+    else:
+        gas, to, value, data = rlp.decode(raw)[2:6]
+    return {
+        "to": "0x" + to.hex() if to else None,
+        "value": int.from_bytes(value, "big"),
+        "data": "0x" + data.hex(),
+        "gas": int.from_bytes(gas, "big"),
+    }

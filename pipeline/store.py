@@ -6,7 +6,8 @@ the event is either not processed (it is read again from the cursor and handled 
 adapters answer a repeated request id with the same answer) or it is, and its signed
 transactions are in the outbox to be broadcast again (a repeat of a mined tx is a no-op).
 Effects are keyed by what they do ("decision:7"), not by the event, so a re-included event
-after a reorg, or an event delivered twice, cannot cause a second effect.
+after a reorg, or an event delivered twice, cannot cause a second effect. Keys are per oracle:
+two banks may each state a payoff for the same deal.
 """
 
 from __future__ import annotations
@@ -17,24 +18,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from eth_utils import to_checksum_address
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, inspect, text
 
 from chain.events import Cursor
 from chain.sender import SignedTx
 
+_EFFECTS = """CREATE TABLE IF NOT EXISTS {table} (
+        oracle VARCHAR(64) NOT NULL, effect_key VARCHAR(200) NOT NULL, deal_id BIGINT,
+        kind VARCHAR(64) NOT NULL, status VARCHAR(16) NOT NULL, source_event VARCHAR(200) NOT NULL,
+        source_block BIGINT NOT NULL, answer TEXT NOT NULL, txs TEXT NOT NULL, error TEXT,
+        seen_at DOUBLE PRECISION NOT NULL, done_at DOUBLE PRECISION, latency_ms DOUBLE PRECISION,
+        mined_block BIGINT, updated_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (oracle, effect_key))"""
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS oracle_cursors (
         oracle VARCHAR(64) PRIMARY KEY, cursor TEXT NOT NULL, updated_at DOUBLE PRECISION NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS oracle_events (
         oracle VARCHAR(64) NOT NULL, event_key VARCHAR(200) NOT NULL, block_number BIGINT NOT NULL,
         effect_key VARCHAR(200), seen_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (oracle, event_key))""",
-    """CREATE TABLE IF NOT EXISTS oracle_effects (
-        effect_key VARCHAR(200) PRIMARY KEY, oracle VARCHAR(64) NOT NULL, deal_id BIGINT,
-        kind VARCHAR(64) NOT NULL, status VARCHAR(16) NOT NULL, source_event VARCHAR(200) NOT NULL,
-        source_block BIGINT NOT NULL, answer TEXT NOT NULL, txs TEXT NOT NULL, error TEXT,
-        seen_at DOUBLE PRECISION NOT NULL, done_at DOUBLE PRECISION, latency_ms DOUBLE PRECISION,
-        updated_at DOUBLE PRECISION NOT NULL)""",
+    _EFFECTS.format(table="oracle_effects"),
     "CREATE INDEX IF NOT EXISTS oracle_effects_status ON oracle_effects (oracle, status)",
+    "CREATE INDEX IF NOT EXISTS oracle_effects_mined ON oracle_effects (oracle, mined_block)",
     "CREATE INDEX IF NOT EXISTS oracle_effects_deal ON oracle_effects (deal_id)",
     """CREATE TABLE IF NOT EXISTS oracle_orphans (
         effect_key VARCHAR(200) NOT NULL, oracle VARCHAR(64) NOT NULL, source_event VARCHAR(200) NOT NULL,
@@ -50,13 +53,36 @@ SCHEMA = [
 OPEN_STATUSES = ("signed",)
 
 
+def create_tables(engine: Engine) -> None:
+    with engine.begin() as conn:
+        _upgrade_effects(conn)
+        for statement in SCHEMA:
+            conn.execute(text(statement))
+
+
+def _upgrade_effects(conn: Connection) -> None:
+    """Books written before effects were keyed per oracle and knew their block are rebuilt
+    under the new key (their effects keep their status; mined_block stays unknown)."""
+    found = inspect(conn)
+    if not found.has_table("oracle_effects"):
+        return
+    columns = [c["name"] for c in found.get_columns("oracle_effects")]
+    if "mined_block" in columns:
+        return
+    names = ", ".join(columns)
+    conn.execute(text(_EFFECTS.format(table="oracle_effects_v2")))
+    conn.execute(text(f"INSERT INTO oracle_effects_v2 ({names}) SELECT {names} FROM oracle_effects"))
+    conn.execute(text("DROP TABLE oracle_effects"))  # with its indexes: SCHEMA makes them anew
+    conn.execute(text("ALTER TABLE oracle_effects_v2 RENAME TO oracle_effects"))
+
+
 @dataclass(frozen=True)
 class Effect:
     key: str
     oracle: str
     deal_id: int | None
     kind: str
-    status: str  # signed -> mined | reverted; parked; (orphaned effects move to oracle_orphans)
+    status: str  # signed -> mined | reverted | failed; parked; (orphaned effects move to oracle_orphans)
     source_event: str
     source_block: int
     answer: dict[str, Any]
@@ -64,6 +90,7 @@ class Effect:
     error: str | None
     seen_at: float
     latency_ms: float | None
+    mined_block: int | None  # the block of its last transaction, once mined
 
 
 def _effect(row: Any) -> Effect:
@@ -80,6 +107,7 @@ def _effect(row: Any) -> Effect:
         error=row.error,
         seen_at=row.seen_at,
         latency_ms=row.latency_ms,
+        mined_block=row.mined_block,
     )
 
 
@@ -87,9 +115,7 @@ class OracleStore:
     def __init__(self, engine: Engine, oracle: str) -> None:
         self.engine = engine
         self.oracle = oracle
-        with engine.begin() as conn:
-            for statement in SCHEMA:
-                conn.execute(text(statement))
+        create_tables(engine)
 
     # --- reads -----------------------------------------------------------------------------
     def load_cursor(self) -> Cursor | None:
@@ -109,7 +135,10 @@ class OracleStore:
 
     def effect(self, key: str) -> Effect | None:
         with self.engine.connect() as conn:
-            row = conn.execute(text("SELECT * FROM oracle_effects WHERE effect_key = :k"), {"k": key}).first()
+            row = conn.execute(
+                text("SELECT * FROM oracle_effects WHERE oracle = :o AND effect_key = :k"),
+                {"o": self.oracle, "k": key},
+            ).first()
         return _effect(row) if row else None
 
     def effects(self, status: str | None = None, deal_id: int | None = None) -> list[Effect]:
@@ -123,6 +152,16 @@ class OracleStore:
             params["d"] = deal_id
         with self.engine.connect() as conn:
             rows = conn.execute(text(sql + " ORDER BY seen_at"), params).fetchall()
+        return [_effect(r) for r in rows]
+
+    def effects_after(self, block: int, *, sources: bool = False) -> list[Effect]:
+        """Mined effects whose transactions are in blocks after `block` and, with `sources`, every
+        effect whose source event is: what a reorg back to `block` may have undone."""
+        sql = "SELECT * FROM oracle_effects WHERE oracle = :o AND (status = 'mined' AND mined_block > :b"
+        if sources:
+            sql += " OR source_block > :b"
+        with self.engine.connect() as conn:
+            rows = conn.execute(text(sql + ") ORDER BY seen_at"), {"o": self.oracle, "b": block}).fetchall()
         return [_effect(r) for r in rows]
 
     def counters(self) -> dict[str, int]:
@@ -214,7 +253,8 @@ class OracleStore:
         Returns False when an effect with this key already exists (a repeated request)."""
         with self.engine.begin() as conn:
             exists = conn.execute(
-                text("SELECT 1 FROM oracle_effects WHERE effect_key = :k"), {"k": effect_key}
+                text("SELECT 1 FROM oracle_effects WHERE oracle = :o AND effect_key = :k"),
+                {"o": self.oracle, "k": effect_key},
             ).first()
             if exists:
                 return False
@@ -238,20 +278,24 @@ class OracleStore:
             )
         return True
 
-    def finish(self, effect_key: str, status: str, error: str | None = None) -> float | None:
-        """Mark an effect mined (or reverted); returns its reaction latency in ms."""
+    def finish(
+        self, effect_key: str, status: str, error: str | None = None, *, block: int | None = None
+    ) -> float | None:
+        """Mark an effect mined (its last transaction in `block`), reverted or failed; returns its
+        reaction latency in ms."""
         now = time.time()
+        key = {"o": self.oracle, "k": effect_key}
         with self.engine.begin() as conn:
             row = conn.execute(
-                text("SELECT seen_at FROM oracle_effects WHERE effect_key = :k"), {"k": effect_key}
+                text("SELECT seen_at FROM oracle_effects WHERE oracle = :o AND effect_key = :k"), key
             ).first()
             latency = (now - row.seen_at) * 1000 if row else None
             conn.execute(
                 text(
                     "UPDATE oracle_effects SET status = :s, error = :e, done_at = :t, latency_ms = :l, "
-                    "updated_at = :t WHERE effect_key = :k"
+                    "mined_block = :b, updated_at = :t WHERE oracle = :o AND effect_key = :k"
                 ),
-                {"s": status, "e": error, "t": now, "l": latency, "k": effect_key},
+                {**key, "s": status, "e": error, "t": now, "l": latency, "b": block},
             )
             if status == "reverted":
                 self._bump(conn, "reverted", 1)
@@ -261,8 +305,10 @@ class OracleStore:
         """Forget a parked effect and its source event, so re-reading that event tries again."""
         with self.engine.begin() as conn:
             gone = conn.execute(
-                text("DELETE FROM oracle_effects WHERE effect_key = :k AND status = 'parked'"),
-                {"k": effect_key},
+                text(
+                    "DELETE FROM oracle_effects WHERE oracle = :o AND effect_key = :k AND status = 'parked'"
+                ),
+                {"o": self.oracle, "k": effect_key},
             ).rowcount
             if gone:
                 conn.execute(
@@ -272,35 +318,64 @@ class OracleStore:
                 self._bump(conn, "retried_parked", 1)
         return bool(gone)
 
-    def orphan_after(self, block: int) -> list[Effect]:
-        """A reorg dropped blocks after `block`: forget their events, and move effects whose
-        source event is gone to oracle_orphans so the re-included event can act afresh."""
+    def reconcile(
+        self,
+        *,
+        rewound_to: int | None,
+        orphans: list[str],
+        mined_at: dict[str, int],
+        resend: dict[str, list[SignedTx]],
+    ) -> None:
+        """What checking effects against the chain found, in one transaction. After a reorg back
+        to `rewound_to` the events after it are forgotten, and `orphans` (effects whose source
+        event went, none of whose transactions is on chain) move to oracle_orphans, so that the
+        re-included event acts afresh. `mined_at`: effects found on chain in another block than
+        recorded. `resend`: effects whose transactions went, back in the outbox with the
+        transactions to send now."""
+        now = time.time()
         with self.engine.begin() as conn:
-            rows = conn.execute(
-                text("SELECT * FROM oracle_effects WHERE oracle = :o AND source_block > :b"),
-                {"o": self.oracle, "b": block},
-            ).fetchall()
-            for row in rows:
+            if rewound_to is not None:
+                # every effect whose source event the reorg dropped counts, whether it stands or not
+                dropped = conn.execute(
+                    text("SELECT COUNT(*) FROM oracle_effects WHERE oracle = :o AND source_block > :b"),
+                    {"o": self.oracle, "b": rewound_to},
+                ).scalar_one()
+                conn.execute(
+                    text("DELETE FROM oracle_events WHERE oracle = :o AND block_number > :b"),
+                    {"o": self.oracle, "b": rewound_to},
+                )
+                self._bump(conn, "orphaned", int(dropped))
+            for key in orphans:
                 conn.execute(
                     text(
                         "INSERT INTO oracle_orphans (effect_key, oracle, source_event, txs, orphaned_at) "
-                        "VALUES (:k, :o, :e, :txs, :t)"
+                        "SELECT effect_key, oracle, source_event, txs, :t FROM oracle_effects "
+                        "WHERE oracle = :o AND effect_key = :k"
                     ),
-                    {
-                        "k": row.effect_key,
-                        "o": self.oracle,
-                        "e": row.source_event,
-                        "txs": row.txs,
-                        "t": time.time(),
-                    },
+                    {"o": self.oracle, "k": key, "t": now},
                 )
-                conn.execute(text("DELETE FROM oracle_effects WHERE effect_key = :k"), {"k": row.effect_key})
-            conn.execute(
-                text("DELETE FROM oracle_events WHERE oracle = :o AND block_number > :b"),
-                {"o": self.oracle, "b": block},
-            )
-            self._bump(conn, "orphaned", len(rows))
-        return [_effect(r) for r in rows]
+                conn.execute(
+                    text("DELETE FROM oracle_effects WHERE oracle = :o AND effect_key = :k"),
+                    {"o": self.oracle, "k": key},
+                )
+            for key, block in mined_at.items():
+                conn.execute(
+                    text(
+                        "UPDATE oracle_effects SET mined_block = :b, updated_at = :t "
+                        "WHERE oracle = :o AND effect_key = :k"
+                    ),
+                    {"o": self.oracle, "k": key, "b": block, "t": now},
+                )
+            for key, txs in resend.items():
+                conn.execute(
+                    text(
+                        "UPDATE oracle_effects SET status = 'signed', txs = :txs, error = NULL, "
+                        "done_at = NULL, mined_block = NULL, updated_at = :t "
+                        "WHERE oracle = :o AND effect_key = :k"
+                    ),
+                    {"o": self.oracle, "k": key, "txs": json.dumps([t.__dict__ for t in txs]), "t": now},
+                )
+            self._bump(conn, "resent", len(resend))
 
     def _bump(self, conn: Connection, name: str, by: int) -> None:
         if not by:
@@ -326,9 +401,7 @@ class WalletStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        with engine.begin() as conn:
-            for statement in SCHEMA:
-                conn.execute(text(statement))
+        create_tables(engine)
 
     def put(self, hash_: str, subject: str, document: dict[str, Any], signature: str) -> None:
         subject = to_checksum_address(subject)

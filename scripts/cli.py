@@ -117,6 +117,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return run_bench(args.deals, args.concurrency, as_json=args.json)
 
 
+def _cmd_bench_growth(args: argparse.Namespace) -> int:
+    from scripts.bench_growth import run_args
+
+    return run_args(args)
+
+
+def _cmd_benchmarks(args: argparse.Namespace) -> int:
+    from scripts.benchmarks import run_args
+
+    return run_args(args)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from scripts.demo import run_demo
 
@@ -139,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
         "accounts": (_cmd_accounts, "list the network's named accounts (addresses only)"),
         "demo": (_cmd_demo, "a complete sale through the HTTP API on the embedded chain"),
         "bench": (_cmd_bench, "complete deals through the pipeline against the node's ceiling (JSON)"),
+        "bench-growth": (_cmd_bench_growth, "gas per deal and API p95 after 10 and 10,000 prior deals"),
+        "benchmarks": (_cmd_benchmarks, "run every benchmark and write BENCHMARKS.md"),
         "serve": (_cmd_serve, "node, contracts, institutions, oracles, automation and the broker API"),
         "oracles": (_cmd_oracles, "run the registry and bank oracles with the reference back offices"),
     }
@@ -164,6 +178,18 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--deals", type=int, default=20)
             p.add_argument("--concurrency", type=int, default=4)
             p.add_argument("--json", action="store_true", help="only the JSON line")
+        if name == "bench-growth":  # the same options as `python -m scripts.bench_growth`
+            p.add_argument("--prior", default="10,10000", help="prior deal counts, comma-separated")
+            p.add_argument("--measured-deals", type=int, default=10, help="deals through the pipeline each")
+            p.add_argument("--requests", type=int, default=200, help="API requests per checkpoint")
+            p.add_argument("--batch", type=int, default=200, help="seeded transactions per JSON-RPC request")
+            p.add_argument("--json", action="store_true", help="only the JSON line")
+        if name == "benchmarks":
+            p.add_argument("--deals", type=int, default=200, help="deals per pipeline run")
+            p.add_argument("--concurrency", default="4,12,24", help="comma-separated concurrencies")
+            p.add_argument("--prior", default="10,10000", help="growth mode's prior deal counts")
+            p.add_argument("--actions", type=int, default=10_000, help="state-machine actions")
+            p.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
         if name == "serve":
             p.add_argument("--port", type=int, default=8000)
             p.add_argument("--host", default="127.0.0.1")

@@ -85,6 +85,10 @@ class BankOracle(Oracle):
             context = {"entry": entry, "amount": amount}
             return Plan(f"repaid:{a['dealId']}:{entry}", a["dealId"], "payoff_booked", context)
         if event.contract == "DealEscrow" and event.event == "RegistrationRequested":
+            # The parcel's mortgages are read as they are now: after settlement (an event read
+            # again, a replay) they include the buyer's new one, which is nobody's to pay off.
+            if self.escrow.call("dealState", a["dealId"]) != State.REGISTRATION_REQUESTED:
+                return None
             terms = self.escrow.call("terms", a["dealId"])
             parcel = terms["parcelId"]
             mine = [
@@ -151,17 +155,16 @@ class BankOracle(Oracle):
         its books follow (no transaction: the chain already says it)."""
         if plan.kind == "mortgage_booked":
             source = self.store.effect(f"disburse:{deal}")
-            update = MortgageUpdate(
-                loan_account=(source.answer if source else {}).get("loan_account", ""),
-                registry_entry=plan.context["entry"],
-            )
+            answer = source.answer if source else {}
+            change = {"registry_entry": plan.context["entry"]}
         else:
             source = self.store.effect(f"payoff:{deal}")
-            quote = (source.answer if source else {}).get("quotes", {}).get(str(plan.context["entry"]), {})
-            update = MortgageUpdate(loan_account=quote.get("loan_account", ""), repaid=plan.context["amount"])
-        if not update.loan_account:
+            answer = (source.answer if source else {}).get("quotes", {}).get(str(plan.context["entry"]), {})
+            change = {"repaid": plan.context["amount"]}
+        account = answer.get("loan_account", "")
+        if not account:  # checked first: MortgageUpdate refuses an empty account with a ValidationError
             raise Parked(f"no booked loan account for {plan.effect_key}: this bank's books miss the loan")
-        booked = self.adapter.update_mortgage(plan.effect_key, update)
+        booked = self.adapter.update_mortgage(plan.effect_key, MortgageUpdate(loan_account=account, **change))
         return Action(booked.model_dump(), [])
 
     def _decide(self, plan: Plan, event: ChainEvent, deal: int) -> Action:

@@ -6,6 +6,11 @@ event + effect + signed transactions + cursor in one database transaction before
 is broadcast (an outbox). Broadcasting and receipts come after; a restart re-broadcasts what
 the outbox holds. Adapter failures are retried inside the hook client, then the item is
 parked with its reason and nothing is written on chain.
+
+A reorg can drop an oracle's own transactions as well as the events it acted on. The
+stream's reorg check covers the blocks it has read; the oracle's transactions usually land
+in blocks it has not read yet, so each is checked once more when the stream reads past its
+block, before any newer event is acted on.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any
 from chain.contract import Contract
 from chain.errors import ChainError, ContractRevert, TransactionError
 from chain.events import Batch, ChainEvent, Cursor, EventStream
-from chain.sender import Sender
+from chain.sender import Receipt, Sender, SignedTx
 from pipeline.adapters.http import AdapterError
 from pipeline.faults import checkpoint
 from pipeline.store import Effect, OracleStore
@@ -85,9 +90,8 @@ class Oracle:
 
     # --- the loop ---------------------------------------------------------------------------
     def recover(self) -> None:
-        """Finish what a previous run recorded but may not have broadcast or seen mined."""
-        for effect in self.store.effects(status="signed"):
-            self._deliver(effect)
+        """Finish what a previous run (or try) recorded but may not have broadcast or seen mined."""
+        self._deliver_in_order(self.store.effects(status="signed"))
         self.sender.resync()
         self._recovered = True
 
@@ -96,17 +100,23 @@ class Oracle:
         if not self._recovered:
             self.recover()
         start = self.stream.cursor
-        batch = self.stream.poll()
-        if batch.rewound_to is not None:
-            orphans = self.store.orphan_after(batch.rewound_to)
-            self.sender.resync()
-            self._log("reorg", rewound_to=batch.rewound_to, orphaned=[o.key for o in orphans])
-            self.store.save_cursor(batch.cursor)
-            return batch
-        for event in batch.events:
-            self._handle(event, start)
-        if batch.events or batch.cursor.next_block != start.next_block:
-            self.store.save_cursor(batch.cursor)  # an idle poll changes nothing worth a write
+        try:
+            batch = self.stream.poll()
+            if batch.rewound_to is not None:
+                self._reconcile(self.store.effects_after(batch.rewound_to, sources=True), batch.rewound_to)
+                self.sender.resync()
+                self.store.save_cursor(batch.cursor)
+                return batch
+            if batch.cursor.next_block != start.next_block:
+                self._reconcile(self.store.effects_after(start.next_block - 1))
+            for event in batch.events:
+                self._handle(event, start)
+            if batch.events or batch.cursor.next_block != start.next_block:
+                self.store.save_cursor(batch.cursor)  # an idle poll changes nothing worth a write
+        except BaseException:
+            # The stream moved on when it read the batch; whatever was not handled is read again.
+            self.stream.cursor = start
+            raise
         return batch
 
     def submit(self, effect_key: str, deal_id: int | None, kind: str, action: Action) -> Effect:
@@ -127,7 +137,11 @@ class Oracle:
                 raise
         effect = self.store.effect(effect_key)
         assert effect is not None
-        self._deliver(effect)
+        try:
+            self._deliver(effect)
+        except Exception:
+            self._recovered = False  # the loop sends it once the node answers again
+            raise
         done = self.store.effect(effect_key)
         assert done is not None
         return done
@@ -147,8 +161,17 @@ class Oracle:
         while not stop.is_set():
             try:
                 batch = self.step()
-            except (ChainError, OSError) as exc:  # node restarting, network: keep trying
-                self._log("loop_error", error=str(exc))
+            except Exception as exc:
+                # Node restarting, network (ChainError, OSError), or a bug: this oracle is the
+                # institution's only voice on chain, so it keeps trying, and drains its outbox
+                # again before reading on.
+                if isinstance(exc, ChainError | OSError):
+                    self._log("loop_error", error=str(exc))
+                else:
+                    log.exception(
+                        json.dumps({"oracle": self.name, "event": "loop_error", "error": repr(exc)})
+                    )
+                self._recovered = False
                 stop.wait(1.0)
                 continue
             if batch.caught_up and not batch.events:
@@ -197,12 +220,74 @@ class Oracle:
         assert effect is not None
         self._deliver(effect)
 
+    def _reconcile(self, effects: list[Effect], rewound_to: int | None = None) -> None:
+        """Check `effects` against the chain as it is now: after a reorg that dropped the blocks
+        after `rewound_to`, or once the stream has read past the blocks their transactions went
+        into. An effect whose source event went is done afresh from the re-included event,
+        unless any of its transactions is (again) on chain or in the node's pool: then it
+        stands, for doing it again could do it twice. An effect whose transactions went is sent
+        again, from the outbox."""
+        if not effects and rewound_to is None:
+            return
+        hashes = [t.hash for e in effects for t in e.txs]
+        receipts: dict[str, Receipt | None] = dict(zip(hashes, self.sender.receipts(hashes), strict=True))
+        absent = [h for h, r in receipts.items() if r is None]
+        pooled = {h for h, known in zip(absent, self.sender.known(absent), strict=True) if known}
+        orphans: list[str] = []
+        mined_at: dict[str, int] = {}
+        reopen: list[Effect] = []
+        for e in effects:
+            source_gone = rewound_to is not None and e.source_block > rewound_to
+            on_its_way = any(receipts[t.hash] is not None or t.hash in pooled for t in e.txs)
+            if source_gone and not on_its_way:
+                orphans.append(e.key)
+            elif e.status == "mined" and e.txs:
+                found = [receipts[t.hash] for t in e.txs]
+                if all(r is not None and r.status == 1 for r in found):
+                    block = max(r.block_number for r in found if r is not None)
+                    if block != e.mined_block:
+                        mined_at[e.key] = block
+                else:
+                    reopen.append(e)
+        if rewound_to is None and not (mined_at or reopen):
+            return  # all as recorded: the common case, with nothing to write
+        with self._direct:  # no direct effect is signed meanwhile: the nonces below stay ours
+            resend = self._reissue(reopen, receipts, pooled)
+            try:
+                self.store.reconcile(rewound_to=rewound_to, orphans=orphans, mined_at=mined_at, resend=resend)
+            except Exception:
+                self.sender.resync()
+                raise
+        if rewound_to is not None or orphans or resend:
+            self._log("reorg", rewound_to=rewound_to, orphaned=orphans, resent=list(resend))
+        self._deliver_in_order([e for e in self.store.effects(status="signed") if e.key in resend])
+
+    def _reissue(
+        self, effects: list[Effect], receipts: dict[str, Receipt | None], pooled: set[str]
+    ) -> dict[str, list[SignedTx]]:
+        """The transactions to send again for `effects`, whose own a reorg dropped: the dropped
+        ones as they are while their nonces are still free and next, else signed anew."""
+        if not effects:
+            return {}
+        keys = {e.key for e in effects}
+        lost = [t for e in effects for t in e.txs if receipts[t.hash] is None and t.hash not in pooled]
+        held = {t.nonce for e in effects for t in e.txs if t.hash in pooled}
+        held |= {t.nonce for e in self.store.effects(status="signed") if e.key not in keys for t in e.txs}
+        fresh = self.sender.reissue(lost, held)
+        return {e.key: [fresh.get(t.hash, t) for t in e.txs] for e in effects}
+
+    def _deliver_in_order(self, effects: list[Effect]) -> None:
+        """Deliver in nonce order: a later nonce first would wait on the earlier one."""
+        for effect in sorted(effects, key=lambda e: min((t.nonce for t in e.txs), default=-1)):
+            self._deliver(effect)
+
     def _deliver(self, effect: Effect) -> None:
+        blocks = []
         try:
             for tx in effect.txs:
                 self.sender.broadcast(tx)
                 checkpoint("after_broadcast", effect.kind)
-                self.sender.wait(tx.hash)
+                blocks.append(self.sender.wait(tx.hash).block_number)
         except ContractRevert as exc:
             self.store.finish(
                 effect.key, "reverted", f"{exc.name}({json.dumps(exc.args_by_name, default=str)})"
@@ -215,7 +300,7 @@ class Oracle:
             self._log("failed", deal_id=effect.deal_id, effect=effect.key, error=str(exc))
             return
         checkpoint("after_mined", effect.kind)
-        latency = self.store.finish(effect.key, "mined")
+        latency = self.store.finish(effect.key, "mined", block=max(blocks, default=None))
         last_tx = effect.txs[-1].hash if effect.txs else None
         self._log(
             "done", deal_id=effect.deal_id, effect=effect.key, tx=last_tx, latency_ms=round(latency or 0, 1)

@@ -122,3 +122,50 @@ def test_one_view_call_is_one_request(chain, token):
     for _ in range(5):
         token.call("totalSupply")
     assert chain.rpc.requests - before == 5
+
+
+def test_an_unreachable_node_is_not_a_refusal(chain, token):
+    """The transaction stays good: the caller keeps it and broadcasts it once the node is back."""
+    bank = chain.sender("bank")
+    [signed] = bank.sign_batch(
+        [(token.address, token.encode("mint", chain.signers["buyer"].address, 1), 120_000)]
+    )
+    away = Sender(Rpc(f"http://127.0.0.1:{free_port()}", retries=0), bank.account, chain.chain_id)
+    with pytest.raises(RpcError, match="unreachable") as raised:
+        away.broadcast(signed)
+    assert not isinstance(raised.value, TransactionError)
+    bank.broadcast(signed)
+    assert bank.wait(signed.hash).status == 1
+
+
+def test_a_repeated_broadcast_of_a_pooled_transaction_is_fine(chain, token, anvil_only):
+    bank = chain.sender("bank")
+    [signed] = bank.sign_batch(
+        [(token.address, token.encode("mint", chain.signers["buyer"].address, 1), 120_000)]
+    )
+    chain.rpc.call("evm_setAutomine", [False])
+    try:
+        bank.broadcast(signed)
+        bank.broadcast(signed)  # anvil: "transaction already imported"
+        chain.rpc.call("evm_mine")
+    finally:
+        chain.rpc.call("evm_setAutomine", [True])
+    assert bank.wait(signed.hash).status == 1
+
+
+def test_reissue_keeps_a_free_next_nonce_and_signs_the_rest_anew(chain, token):
+    bank = chain.sender("bank")
+    buyer = chain.signers["buyer"].address
+    lost = bank.sign_batch([(token.address, token.encode("mint", buyer, n), 120_000) for n in (1, 2)])
+    assert bank.reissue(lost, set()) == {t.hash: t for t in lost}  # as if dropped: their nonces are free
+    # another transaction of the key takes the first nonce: both calls are signed anew, in order
+    other = Sender(chain.rpc, bank.account, chain.chain_id)
+    token.transact(other, "mint", buyer, 4)
+    again = bank.reissue(lost, set())
+    assert [again[t.hash].nonce for t in lost] == [lost[0].nonce + 1, lost[0].nonce + 2]
+    before = token.call("balanceOf", buyer)
+    for tx in lost:
+        bank.broadcast(again[tx.hash])
+        assert bank.wait(again[tx.hash].hash).status == 1
+    assert token.call("balanceOf", buyer) == before + 3
+    assert token.transact(bank, "mint", buyer, 1).status == 1  # the sender's counter moved past them

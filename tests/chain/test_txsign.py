@@ -8,7 +8,7 @@ import pytest
 from eth_account import Account
 from eth_utils import to_checksum_address
 
-from chain.txsign import TxSigner
+from chain.txsign import TxSigner, call_fields
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -30,6 +30,8 @@ def test_same_bytes_as_eth_account(seed: int) -> None:
         tx = {**base, **fees}
         expected = account.sign_transaction(tx)
         assert TxSigner(account.key).sign(tx) == (bytes(expected.raw_transaction), bytes(expected.hash))
+        call = {k: base[k] for k in ("to", "value", "data", "gas")}
+        assert call_fields(bytes(expected.raw_transaction)) == {**call, "to": base["to"].lower()}
 
 
 def test_the_node_accepts_and_attributes_them(chain) -> None:

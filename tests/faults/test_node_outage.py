@@ -34,17 +34,6 @@ DEALS = 4
 OUTAGE = 30.0  # seconds, as issue 7 asks: far longer than the RPC client's own retries (~3 s)
 SHORT_OUTAGE = 5.0  # enough to exhaust the RPC client's retries: the broadcast fails
 STALL = 10.0  # once the node is back, nothing moving for this long means the run is stuck
-LOST_BATCH = (
-    "pipeline/oracles/base.py Oracle.step: an RPC error while the oracle handles a batch leaves the "
-    "stream's in-memory cursor past the batch, so the event being handled (and the rest of the "
-    "batch) is never read again and its effect is lost: the deal stalls; see the campaign report"
-)
-STUCK_OUTBOX = (
-    "an effect recorded in the outbox whose broadcast hits the outage is marked 'failed' for good: "
-    "chain/sender.py Sender.broadcast turns the transport error into TransactionError('node "
-    "refused'); and pipeline/oracles/base.py drains the outbox only once, at start, so a 'signed' "
-    "effect is not sent again after a loop error either; see the campaign report"
-)
 
 
 @pytest.fixture
@@ -141,7 +130,6 @@ def loop_errors(caplog: pytest.LogCaptureFixture) -> Counter[str]:
     return found
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=LOST_BATCH)
 def test_node_down_30s_mid_flow_then_back_with_its_state(
     own_node: ChainSession, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -176,7 +164,6 @@ def test_node_down_30s_mid_flow_then_back_with_its_state(
     assert set(during) == {"registry", "bank", "driver"} and min(during.values()) >= 3, during
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=STUCK_OUTBOX)
 def test_node_down_between_the_outbox_and_the_broadcast(own_node: ChainSession, tmp_path: Path) -> None:
     session = own_node
     services = Services.build(session, tmp_path / "institutions", poll_interval=0.02)

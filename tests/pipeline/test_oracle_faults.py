@@ -15,11 +15,13 @@ import pytest
 import requests
 from fastapi import FastAPI, Request, Response
 
-from chain.events import Cursor
+from chain.events import ChainEvent, Cursor, EventId
 from chain.node import free_port
+from chain.txsign import TxSigner
 from pipeline.adapters.http import BANK_METHODS, HookClient, HttpBank, ServiceThread, make_service, sign
 from pipeline.domain import Party, State
 from pipeline.faults import CRASH_ENV
+from pipeline.oracles.base import Parked, Plan
 from tests.pipeline.harness import SECRET, Closing
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,6 +121,43 @@ def test_bad_institution_is_retried_then_parked_and_nothing_goes_on_chain(world,
         assert len(c.chain_events(w.loans, "LoanApproved", deal)) == 1
     finally:
         c.close()
+
+
+def test_an_unexpected_error_neither_ends_the_oracle_nor_loses_its_event(world, tmp_path):
+    """A bug (here: plan() raising, once) is logged and retried like a node outage: the thread lives
+    on and reads the batch it was handling again."""
+    c = Closing(world, tmp_path)
+    w = world
+    registry = c.oracles[0]
+    plan, failed = registry.plan, []
+
+    def failing_once(event: ChainEvent) -> Plan | None:
+        if event.event == "TermsAccepted" and event.args["state"] == State.SIGNED and not failed:
+            failed.append(event)
+            raise RuntimeError("a bug in plan()")
+        return plan(event)
+
+    registry.plan = failing_once
+    c.inst.start()
+    try:
+        deal, _ = c.open_signed()
+        deadline = time.monotonic() + 20
+        while not w.escrow.call("reported", deal):
+            assert time.monotonic() < deadline, "the report was never filed"
+            time.sleep(0.05)
+        assert c.inst.threads is not None and all(t.is_alive() for t in c.inst.threads.threads)
+    finally:
+        c.close()
+    assert len(failed) == 1
+    assert len(c.chain_events(w.escrow, "TransactionReported", deal)) == 1
+
+
+def test_a_booking_without_the_banks_loan_account_is_parked(closing: Closing):
+    """Not a ValidationError out of MortgageUpdate, which would escape the oracle's loop."""
+    lender = closing.oracles[1]
+    event = ChainEvent(EventId("0x00", "0x00", 0), 1, "LoanBook", "0x00", "LoanSecured", {})
+    with pytest.raises(Parked, match="no booked loan account"):
+        lender.execute(Plan("secured:999", 999, "mortgage_booked", {"entry": 0}), event)
 
 
 # --- crashes ---------------------------------------------------------------------------------------
@@ -258,6 +297,43 @@ def test_reorg_after_acting_orphans_the_effect_and_acts_once_again(world, tmp_pa
     assert second is not None and second.status == "mined" and second.source_event != first.source_event
     assert c.oracles[0].store.counters()["orphaned"] >= 1
     assert len(c.chain_events(w.escrow, "TransactionReported", deal)) == 1
+
+
+@pytest.mark.parametrize("nonce_taken", [False, True], ids=["nonce-free", "nonce-taken"])
+def test_reorg_dropping_only_the_oracles_own_tx_has_it_sent_again(world, tmp_path, nonce_taken):
+    """The report's source event stays on chain; only the block with the report itself is replaced,
+    before the registry's stream has read it, so the stream sees no reorg. The registry finds the
+    report gone when it reads that block, and sends it again: the same transaction while its nonce
+    is free, else the same call signed anew, once."""
+    c = Closing(world, tmp_path, confirmations=0)
+    w = world
+    deal, _ = c.open_signed()
+    c.pump(lambda: bool(w.escrow.call("reported", deal)))
+    registry = c.oracles[0]
+    first = registry.store.effect(f"report:{deal}")
+    assert first is not None and first.status == "mined" and first.mined_block is not None
+    assert registry.stream.cursor.next_block <= first.mined_block  # not read by the stream yet
+    w.chain.rpc.call("anvil_reorg", [1, []])  # the report's block, replaced by an empty one
+    assert not w.escrow.call("reported", deal)
+    lost = first.txs[0]
+    if nonce_taken:  # the registrar's key sends something else with that nonce meanwhile
+        key = w.chain.signers["registrar"].account
+        gas_price = 2 * int(w.chain.rpc.call("eth_gasPrice"), 16)
+        other = {"chainId": w.chain.chain_id, "nonce": lost.nonce, "gas": 21_000, "to": key.address}
+        raw, _ = TxSigner(key.key).sign({**other, "value": 0, "data": "0x", "gasPrice": gas_price})
+        w.chain.rpc.call("eth_sendRawTransaction", ["0x" + raw.hex()])
+    c.pump(lambda: bool(w.escrow.call("reported", deal)))
+    again = registry.store.effect(f"report:{deal}")
+    assert again is not None and again.status == "mined" and len(again.txs) == 1
+    if nonce_taken:
+        assert again.txs[0].nonce == lost.nonce + 1 and again.txs[0].hash != lost.hash
+    else:
+        assert again.txs == first.txs
+    counters = registry.store.counters()
+    assert counters["resent"] == 1 and "orphaned" not in counters
+    assert len(c.chain_events(w.escrow, "TransactionReported", deal)) == 1
+    c.settle_quietly()
+    assert registry.store.effect(f"report:{deal}") == again  # checked once more, and it stands
 
 
 def test_every_event_delivered_twice_causes_no_second_effect(closing: Closing):
