@@ -87,7 +87,10 @@ class Finish:
         self.stream = EventStream(
             session.rpc,
             {escrow.address: (escrow.name, escrow.abi)},
-            start_block=services.brokerage.start_block,
+            # deals it waits for are opened after it starts; older history (a growth run's
+            # thousands of seeded deals) is not its business
+            start_block=int(session.rpc.call("eth_blockNumber"), 16) + 1,
+            events=ENDED,
         )
         self.done: dict[int, tuple[str, float]] = {}
         self.cond = threading.Condition()

@@ -15,7 +15,7 @@ On a throwaway anvil chain, for each checkpoint in `--prior`:
    records the 실거래 신고 receipt, the lender approves and disburses, the mortgage bank states its
    payoff; the broker pays the buyer's part of 잔금 and requests registration; the registrar
    settles. 20 transactions per deal, 13 of them carrying the deal id.
-   Transactions are signed locally (coincurve, checked byte for byte against eth_account) and
+   Transactions are signed locally (chain.txsign: RLP + coincurve, byte-equal to eth_account) and
    sent stage by stage across all deals in JSON-RPC batches, each signer's in nonce order, mined
    in large blocks (the block gas limit is raised while seeding); a stage waits only for the one
    before it.
@@ -63,6 +63,7 @@ from chain.events import Cursor
 from chain.node import free_port
 from chain.rpc import Rpc
 from chain.session import ChainSession
+from chain.txsign import TxSigner
 from pipeline.adapters.http import ServiceThread
 from pipeline.adapters.protocols import CredentialDocument, CredentialKind
 from pipeline.automation import DealDriver
@@ -125,66 +126,24 @@ def _address(key: coincurve.PrivateKey) -> bytes:
     return keccak256(key.public_key.format(compressed=False)[1:])[-20:]
 
 
-def _rlp_bytes(b: bytes) -> bytes:
-    if len(b) == 1 and b[0] < 0x80:
-        return b
-    return _rlp_head(0x80, len(b)) + b
-
-
-def _rlp_int(i: int) -> bytes:
-    return _rlp_bytes(i.to_bytes((i.bit_length() + 7) // 8, "big"))
-
-
-def _rlp_head(offset: int, length: int) -> bytes:
-    if length < 56:
-        return bytes([offset + length])
-    size = length.to_bytes((length.bit_length() + 7) // 8, "big")
-    return bytes([offset + 55 + len(size)]) + size
-
-
-def _rlp_list(items: list[bytes]) -> bytes:
-    payload = b"".join(items)
-    return _rlp_head(0xC0, len(payload)) + payload
-
-
 class FastSigner:
-    """EIP-1559 transactions signed with coincurve directly.
-
-    About ten times faster than eth_account's sign_transaction (whose field validation costs
-    ~0.7 ms a transaction) and byte-identical to it: the first transaction of each function is
-    signed both ways and compared. Nonces are counted locally from the node's pending count.
-    """
+    """One role's transactions, signed by chain.txsign (byte-equal to eth_account, ~5x faster)
+    with the nonce counted locally from the node's pending count."""
 
     def __init__(self, account: Any, chain_id: int) -> None:
-        self.account = account
         self.address = str(account.address)
-        self.key = coincurve.PrivateKey(bytes(account.key))
+        self.signer = TxSigner(bytes(account.key))
         self.chain_id = chain_id
         self.nonce = 0
-        self._checked: set[bytes] = set()
 
     def sign(self, to: bytes, data: bytes, gas: int, fees: tuple[int, int]) -> str:
         tip, max_fee = fees
-        # type 2: [chainId, nonce, maxPriorityFee, maxFee, gas, to, value 0, data, accessList []]
-        fields = [_rlp_int(self.chain_id), _rlp_int(self.nonce), _rlp_int(tip), _rlp_int(max_fee),
-                  _rlp_int(gas), _rlp_bytes(to), b"\x80", _rlp_bytes(data), b"\xc0"]  # fmt: skip
-        sig = self.key.sign_recoverable(keccak256(b"\x02" + _rlp_list(fields)), hasher=None)
-        signed = [
-            *fields,
-            _rlp_int(sig[64]),
-            _rlp_bytes(sig[:32].lstrip(b"\0")),
-            _rlp_bytes(sig[32:64].lstrip(b"\0")),
-        ]
-        raw = "0x02" + _rlp_list(signed).hex()
-        if data[:4] not in self._checked:
-            tx = {"chainId": self.chain_id, "nonce": self.nonce, "maxPriorityFeePerGas": tip,
-                  "maxFeePerGas": max_fee, "gas": gas, "to": to, "value": 0, "data": data}  # fmt: skip
-            reference = "0x" + bytes(self.account.sign_transaction(tx).raw_transaction).hex()
-            if raw != reference:
-                raise SeedError(f"fast signing of {self.address} differs from eth_account's")
-            self._checked.add(data[:4])
+        tx = {"chainId": self.chain_id, "nonce": self.nonce, "maxPriorityFeePerGas": tip,
+              "maxFeePerGas": max_fee, "gas": gas, "to": "0x" + to.hex(), "value": 0,
+              "data": "0x" + data.hex()}  # fmt: skip
+        raw, _hash = self.signer.sign(tx)
         self.nonce += 1
-        return raw
+        return "0x" + raw.hex()
 
 
 def _type_hash(primary: str, types: dict[str, list[dict[str, str]]]) -> bytes:
