@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chain.contract import Contract
-from chain.errors import ChainError, ContractRevert, TransactionError
+from chain.errors import ChainError, ContractRevert, TransactionError, TransactionTimeout
 from chain.events import Batch, ChainEvent, Cursor, EventStream
 from chain.sender import Receipt, Sender, SignedTx
 from pipeline.adapters.http import AdapterError
@@ -294,6 +294,12 @@ class Oracle:
             )
             self._log("reverted", deal_id=effect.deal_id, effect=effect.key, error=exc.name, tx=exc.tx_hash)
             return
+        except TransactionTimeout as exc:
+            # Sent, not yet mined, and it still may be: calling it failed would leave the books
+            # wrong if it is, and the deal stalled if it is not. It stays in the outbox; the
+            # loop sends it again and waits (its later nonces could not be mined before it).
+            self._log("not_mined_yet", deal_id=effect.deal_id, effect=effect.key, error=str(exc))
+            raise
         except TransactionError as exc:
             self.store.finish(effect.key, "failed", str(exc))
             self.sender.resync()
