@@ -69,6 +69,15 @@ def node_ceiling(session: ChainSession, count: int = 1000) -> float:
     return count / (time.perf_counter() - started)
 
 
+def empty_block_ms(session: ChainSession, blocks: int = 5) -> float:
+    """What the node spends on a block with nothing in it: anvil rebuilds its state root for
+    every block, so this grows with the state, and automine makes a block per transaction."""
+    started = time.perf_counter()
+    for _ in range(blocks):
+        session.rpc.call("evm_mine")
+    return (time.perf_counter() - started) / blocks * 1000
+
+
 @dataclass(frozen=True)
 class Prepared:
     """The world before a deal: the seller's mortgaged parcel, a buyer who banks at the lender
@@ -234,6 +243,8 @@ def run_bench(deals: int, concurrency: int, *, as_json: bool = True) -> int:
             with ThreadPoolExecutor(concurrency) as pool:
                 prepared = list(pool.map(bench.prepare, range(deals)))
             node_pid = session.node.process.pid if session.node and session.node.process else None
+            block_ms = [empty_block_ms(session)]
+            first_block = int(session.rpc.call("eth_blockNumber"), 16)
             cpu_before = cpu_seconds(), cpu_seconds(node_pid)
             started = time.perf_counter()
             # `concurrency` deals in flight: a worker takes the next deal when its deal has ended
@@ -241,6 +252,9 @@ def run_bench(deals: int, concurrency: int, *, as_json: bool = True) -> int:
                 results = list(pool.map(bench.run, prepared))
             seconds = time.perf_counter() - started
             cpu_after = cpu_seconds(), cpu_seconds(node_pid)
+            blocks = int(session.rpc.call("eth_blockNumber"), 16) - first_block
+            block_ms.append(empty_block_ms(session))
+            ceiling_end = node_ceiling(session)  # the same measure on the state the run left
             metrics = oracle_metrics(services.institutions.engine)
             for r in results:
                 if r["settled"]:
@@ -267,6 +281,10 @@ def run_bench(deals: int, concurrency: int, *, as_json: bool = True) -> int:
         # where the time goes: CPU per settled deal in this process and in the node
         "pipeline_cpu_ms_per_deal": _per_deal(cpu_before[0], cpu_after[0], len(settled)),
         "node_cpu_ms_per_deal": _per_deal(cpu_before[1], cpu_after[1], len(settled)),
+        # what bounds the node under automine: blocks per deal times its cost per block
+        "blocks_per_deal": round(blocks / max(1, len(settled)), 2),
+        "node_empty_block_ms": [round(ms, 2) for ms in block_ms],
+        "node_ceiling_end_tx_per_s": round(ceiling_end, 1),
     }
     if not as_json:
         for key, value in out.items():
