@@ -11,7 +11,8 @@ import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 /// - 을구 (eulgu, rights section): Mortgage (근저당) and Discharge entries; a Discharge points at
 ///   an earlier Mortgage.
 /// Entries are append-only: cancelling or discharging appends a new entry and the history stays.
-/// Every entry stores its registrar receipt number and block time.
+/// Every entry has its registrar receipt number and block time (the entries of one settlement store their
+/// shared receipt once; see GapguRecord).
 ///
 /// A parcel id is `keccak256(bytes(parcelNumber))` (see {parcelIdOf}).
 /// Mortgage rank (순위번호) = 1 + number of mortgages ever registered on the parcel; priority
@@ -63,8 +64,9 @@ contract LandRegister is AccessControl {
         uint16 mortgagesRegistered; // rank counter
         uint8 activeMortgageCount;
         LandUse landUse;
-        uint24[8] activeMortgages; // 을구 indexes, ascending rank, first `activeMortgageCount` used
+        // one slot, never zero (area > 0): updating the active list never writes a fresh slot
         uint64 areaCentiM2;
+        uint192 activeMortgages; // 8 x uint24 을구 indexes, ascending rank, first `activeMortgageCount` used
         string parcelNumber;
         string location;
     }
@@ -95,9 +97,39 @@ contract LandRegister is AccessControl {
         bytes32 receipt;
     }
 
+    /// @dev Stored form of a 갑구 entry. `kind` is the GapguKind, plus RECEIPT_SHARED when the entry's
+    /// receipt is not stored here but in the entry `ref` of 갑구 (or of 을구 with RECEIPT_IN_EULGU): the
+    /// entries one settlement writes share its one receipt. Only Ownership entries (whose `ref` is
+    /// otherwise unused, i.e. 0) share.
+    struct GapguRecord {
+        address holder;
+        uint8 kind;
+        uint40 time;
+        uint24 ref;
+        uint24 cancelledBy;
+        bytes32 receipt;
+        uint96 amount;
+    }
+
+    /// @dev Stored form of an 을구 entry; `kind` as in GapguRecord (only Mortgage entries share).
+    struct EulguRecord {
+        address creditor;
+        uint8 kind;
+        uint40 time;
+        uint24 ref;
+        uint16 rank;
+        address debtor;
+        uint96 maxSecured;
+        bytes32 receipt;
+    }
+
+    uint8 private constant RECEIPT_SHARED = 0x80;
+    uint8 private constant RECEIPT_IN_EULGU = 0x40;
+    uint8 private constant KIND_MASK = 0x3f;
+
     mapping(bytes32 parcelId => Parcel) private _parcels;
-    mapping(bytes32 parcelId => mapping(uint256 index => GapguEntry)) private _gapgu;
-    mapping(bytes32 parcelId => mapping(uint256 index => EulguEntry)) private _eulgu;
+    mapping(bytes32 parcelId => mapping(uint256 index => GapguRecord)) private _gapgu;
+    mapping(bytes32 parcelId => mapping(uint256 index => EulguRecord)) private _eulgu;
 
     /// @notice A parcel with this id is already registered.
     error ParcelAlreadyRegistered(bytes32 parcelId);
@@ -201,7 +233,7 @@ contract LandRegister is AccessControl {
         p.parcelNumber = parcelNumber;
         p.location = location;
         emit ParcelRegistered(parcelId, parcelNumber, location, areaCentiM2, landUse);
-        _recordOwnership(parcelId, p, owner, receipt);
+        _recordOwnership(parcelId, p, owner, receipt, 0, 0);
     }
 
     /// @notice Record a transfer of ownership to `newOwner` (갑구).
@@ -212,7 +244,7 @@ contract LandRegister is AccessControl {
         returns (uint256 index)
     {
         if (newOwner == address(0)) revert ZeroAddress();
-        return _recordOwnership(parcelId, _parcel(parcelId), newOwner, receipt);
+        return _recordOwnership(parcelId, _parcel(parcelId), newOwner, receipt, 0, 0);
     }
 
     /// @notice Record a blocking entry (가압류, 가처분, 경매) in 갑구.
@@ -229,9 +261,9 @@ contract LandRegister is AccessControl {
         if (amount > type(uint96).max) revert AmountTooLarge(amount);
         Parcel storage p = _parcel(parcelId);
         index = p.gapguLength;
-        GapguEntry storage e = _gapgu[parcelId][index];
+        GapguRecord storage e = _gapgu[parcelId][index];
         e.holder = claimant;
-        e.kind = kind;
+        e.kind = uint8(kind);
         e.time = uint40(block.timestamp);
         e.receipt = receipt;
         if (amount != 0) e.amount = uint96(amount);
@@ -249,16 +281,16 @@ contract LandRegister is AccessControl {
         Parcel storage p = _parcel(parcelId);
         uint256 length = p.gapguLength;
         if (blockingIndex >= length) revert EntryOutOfRange(parcelId, blockingIndex, length);
-        GapguEntry storage target = _gapgu[parcelId][blockingIndex];
-        GapguKind kind = target.kind;
+        GapguRecord storage target = _gapgu[parcelId][blockingIndex];
+        GapguKind kind = GapguKind(target.kind & KIND_MASK);
         if (kind == GapguKind.Ownership || kind == GapguKind.Cancellation) {
             revert NotABlockingEntry(parcelId, blockingIndex);
         }
         if (target.cancelledBy != 0) revert EntryNotActive(parcelId, blockingIndex);
         index = length;
         target.cancelledBy = uint24(index);
-        GapguEntry storage e = _gapgu[parcelId][index];
-        e.kind = GapguKind.Cancellation;
+        GapguRecord storage e = _gapgu[parcelId][index];
+        e.kind = uint8(GapguKind.Cancellation);
         e.time = uint40(block.timestamp);
         e.ref = uint24(blockingIndex);
         e.receipt = receipt;
@@ -276,7 +308,7 @@ contract LandRegister is AccessControl {
         uint256 maxSecured,
         bytes32 receipt
     ) external onlyRole(REGISTRAR_ROLE) returns (uint256 index, uint16 rank) {
-        return _registerMortgage(parcelId, creditor, debtor, maxSecured, receipt);
+        return _registerMortgage(parcelId, creditor, debtor, maxSecured, receipt, false);
     }
 
     /// @notice Discharge active mortgage entry `mortgageIndex` by appending a Discharge entry (을구).
@@ -301,7 +333,12 @@ contract LandRegister is AccessControl {
         Parcel storage p = _parcel(parcelId);
         if (p.owner != from) revert OwnerMismatch(parcelId, from, p.owner);
         if (p.activeBlockings != 0) revert ParcelIsBlocked(parcelId, p.activeBlockings);
-        return _recordOwnership(parcelId, p, to, receipt);
+        // the settlement's discharges (just written) carry the same receipt: share it
+        uint256 eulguLength = p.eulguLength;
+        uint8 shared;
+        uint24 ref;
+        if (eulguLength != 0) (shared, ref) = _receiptSource(parcelId, true, eulguLength - 1, receipt);
+        return _recordOwnership(parcelId, p, to, receipt, shared, ref);
     }
 
     /// @notice Settlement: discharge active mortgage entry `mortgageIndex` (paid off from the proceeds).
@@ -319,7 +356,7 @@ contract LandRegister is AccessControl {
         onlyRole(SETTLEMENT_ROLE)
         returns (uint256 index, uint16 rank)
     {
-        return _registerMortgage(parcelId, creditor, debtor, maxSecured, receipt);
+        return _registerMortgage(parcelId, creditor, debtor, maxSecured, receipt, true);
     }
 
     // ------------------------------------------------------------------ views
@@ -363,10 +400,10 @@ contract LandRegister is AccessControl {
     function activeMortgages(bytes32 parcelId) public view returns (uint256[] memory indexes) {
         Parcel storage p = _parcel(parcelId);
         uint256 count = p.activeMortgageCount;
-        uint24[8] memory active = p.activeMortgages;
+        uint256 active = p.activeMortgages;
         indexes = new uint256[](count);
         for (uint256 i; i < count; ++i) {
-            indexes[i] = active[i];
+            indexes[i] = uint24(active >> (24 * i));
         }
     }
 
@@ -399,7 +436,17 @@ contract LandRegister is AccessControl {
     {
         Parcel storage p = _parcel(parcelId);
         if (index >= p.gapguLength) revert EntryOutOfRange(parcelId, index, p.gapguLength);
-        entry = _gapgu[parcelId][index];
+        GapguRecord storage r = _gapgu[parcelId][index];
+        uint8 kind = r.kind;
+        entry = GapguEntry({
+            holder: r.holder,
+            kind: GapguKind(kind & KIND_MASK),
+            time: r.time,
+            ref: kind & RECEIPT_SHARED == 0 ? r.ref : 0,
+            cancelledBy: r.cancelledBy,
+            receipt: _receipt(parcelId, false, index),
+            amount: r.amount
+        });
         active = entry.kind != GapguKind.Cancellation && entry.cancelledBy == 0;
     }
 
@@ -407,7 +454,18 @@ contract LandRegister is AccessControl {
     function eulguEntry(bytes32 parcelId, uint256 index) external view returns (EulguEntry memory entry, bool active) {
         Parcel storage p = _parcel(parcelId);
         if (index >= p.eulguLength) revert EntryOutOfRange(parcelId, index, p.eulguLength);
-        entry = _eulgu[parcelId][index];
+        EulguRecord storage r = _eulgu[parcelId][index];
+        uint8 kind = r.kind;
+        entry = EulguEntry({
+            creditor: r.creditor,
+            kind: EulguKind(kind & KIND_MASK),
+            time: r.time,
+            ref: kind & RECEIPT_SHARED == 0 ? r.ref : 0,
+            rank: r.rank,
+            debtor: r.debtor,
+            maxSecured: r.maxSecured,
+            receipt: _receipt(parcelId, true, index)
+        });
         active = entry.kind == EulguKind.Mortgage && _activeSlot(p, index) < MAX_ACTIVE_MORTGAGES;
     }
 
@@ -428,22 +486,32 @@ contract LandRegister is AccessControl {
     /// @dev Position of `index` in the active-mortgage list, or MAX_ACTIVE_MORTGAGES when absent.
     function _activeSlot(Parcel storage p, uint256 index) private view returns (uint256) {
         uint256 count = p.activeMortgageCount;
-        uint24[8] memory active = p.activeMortgages;
+        uint256 active = p.activeMortgages;
         for (uint256 i; i < count; ++i) {
-            if (active[i] == index) return i;
+            if (uint24(active >> (24 * i)) == index) return i;
         }
         return MAX_ACTIVE_MORTGAGES;
     }
 
-    function _recordOwnership(bytes32 parcelId, Parcel storage p, address owner, bytes32 receipt)
-        private
-        returns (uint256 index)
-    {
+    /// @dev `shared` != 0: the receipt is the one of entry `ref` (see GapguRecord), not stored again.
+    function _recordOwnership(
+        bytes32 parcelId,
+        Parcel storage p,
+        address owner,
+        bytes32 receipt,
+        uint8 shared,
+        uint24 ref
+    ) private returns (uint256 index) {
         index = p.gapguLength;
-        GapguEntry storage e = _gapgu[parcelId][index];
+        GapguRecord storage e = _gapgu[parcelId][index];
         e.holder = owner;
         e.time = uint40(block.timestamp); // kind Ownership = 0
-        e.receipt = receipt;
+        if (shared == 0) {
+            e.receipt = receipt;
+        } else {
+            e.kind = shared; // Ownership (0) | RECEIPT_SHARED [| RECEIPT_IN_EULGU]
+            e.ref = ref;
+        }
         p.owner = owner;
         p.gapguLength = uint24(index + 1);
         emit OwnershipRecorded(parcelId, index, owner, receipt, uint40(block.timestamp));
@@ -454,7 +522,8 @@ contract LandRegister is AccessControl {
         address creditor,
         address debtor,
         uint256 maxSecured,
-        bytes32 receipt
+        bytes32 receipt,
+        bool settlement
     ) private returns (uint256 index, uint16 rank) {
         if (creditor == address(0) || debtor == address(0)) revert ZeroAddress();
         if (maxSecured == 0 || maxSecured > type(uint96).max) revert InvalidMaxSecured(maxSecured);
@@ -463,17 +532,23 @@ contract LandRegister is AccessControl {
         if (count == MAX_ACTIVE_MORTGAGES) revert TooManyMortgages(parcelId, MAX_ACTIVE_MORTGAGES);
         index = p.eulguLength;
         rank = p.mortgagesRegistered + 1;
-        _eulgu[parcelId][index] = EulguEntry({
-            creditor: creditor,
-            kind: EulguKind.Mortgage,
-            time: uint40(block.timestamp),
-            ref: 0,
-            rank: rank,
-            debtor: debtor,
-            maxSecured: uint96(maxSecured),
-            receipt: receipt
-        });
-        p.activeMortgages[count] = uint24(index);
+        uint8 shared;
+        uint24 ref;
+        // in a settlement, the ownership entry just written carries the same receipt: share it
+        if (settlement) (shared, ref) = _receiptSource(parcelId, false, p.gapguLength - 1, receipt);
+        EulguRecord storage e = _eulgu[parcelId][index];
+        e.creditor = creditor;
+        e.time = uint40(block.timestamp); // kind Mortgage = 0
+        e.rank = rank;
+        if (shared == 0) {
+            e.receipt = receipt;
+        } else {
+            e.kind = shared; // Mortgage (0) | RECEIPT_SHARED [| RECEIPT_IN_EULGU]
+            e.ref = ref;
+        }
+        e.debtor = debtor;
+        e.maxSecured = uint96(maxSecured);
+        p.activeMortgages |= uint192(index) << uint192(24 * count);
         p.activeMortgageCount = uint8(count + 1);
         p.mortgagesRegistered = rank;
         p.eulguLength = uint24(index + 1);
@@ -487,24 +562,70 @@ contract LandRegister is AccessControl {
         Parcel storage p = _parcel(parcelId);
         index = p.eulguLength;
         if (mortgageIndex >= index) revert EntryOutOfRange(parcelId, mortgageIndex, index);
-        if (_eulgu[parcelId][mortgageIndex].kind != EulguKind.Mortgage) revert NotAMortgage(parcelId, mortgageIndex);
+        if (EulguKind(_eulgu[parcelId][mortgageIndex].kind & KIND_MASK) != EulguKind.Mortgage) {
+            revert NotAMortgage(parcelId, mortgageIndex);
+        }
         uint256 slot = _activeSlot(p, mortgageIndex);
         if (slot == MAX_ACTIVE_MORTGAGES) revert EntryNotActive(parcelId, mortgageIndex);
         // remove from the active list keeping rank order (bounded by MAX_ACTIVE_MORTGAGES)
         uint256 count = p.activeMortgageCount;
-        uint24[8] memory active = p.activeMortgages;
-        for (uint256 i = slot; i + 1 < count; ++i) {
-            active[i] = active[i + 1];
-        }
-        active[count - 1] = 0;
-        p.activeMortgages = active;
+        uint256 active = p.activeMortgages;
+        uint256 below = (uint256(1) << (24 * slot)) - 1; // entries before `slot` stay, the rest move down one
+        p.activeMortgages = uint192((active & below) | ((active >> 24) & ~below));
         p.activeMortgageCount = uint8(count - 1);
-        EulguEntry storage e = _eulgu[parcelId][index];
-        e.kind = EulguKind.Discharge;
+        EulguRecord storage e = _eulgu[parcelId][index];
+        e.kind = uint8(EulguKind.Discharge);
         e.time = uint40(block.timestamp);
         e.ref = uint24(mortgageIndex);
         e.receipt = receipt;
         p.eulguLength = uint24(index + 1);
         emit MortgageDischarged(parcelId, index, mortgageIndex, receipt, uint40(block.timestamp));
+    }
+
+    /// @dev Where entry `index` of 을구 (`inEulgu`) or 갑구 keeps its receipt: (0, 0) if that entry was not
+    /// written in this block with `receipt`, else the sharing flags and the index of the entry that stores it.
+    function _receiptSource(bytes32 parcelId, bool inEulgu, uint256 index, bytes32 receipt)
+        private
+        view
+        returns (uint8 shared, uint24 ref)
+    {
+        uint8 kind;
+        uint40 time;
+        uint24 storedRef;
+        if (inEulgu) {
+            EulguRecord storage r = _eulgu[parcelId][index];
+            (kind, time, storedRef) = (r.kind, r.time, r.ref);
+        } else {
+            GapguRecord storage r = _gapgu[parcelId][index];
+            (kind, time, storedRef) = (r.kind, r.time, r.ref);
+        }
+        if (time != block.timestamp) return (0, 0);
+        if (kind & RECEIPT_SHARED != 0) {
+            shared = kind & (RECEIPT_SHARED | RECEIPT_IN_EULGU);
+            ref = storedRef;
+        } else {
+            shared = RECEIPT_SHARED | (inEulgu ? RECEIPT_IN_EULGU : 0);
+            ref = uint24(index);
+        }
+        if (_storedReceipt(parcelId, shared & RECEIPT_IN_EULGU != 0, ref) != receipt) return (0, 0);
+    }
+
+    /// @dev The receipt of entry `index` of 을구 (`inEulgu`) or 갑구, following a shared receipt.
+    function _receipt(bytes32 parcelId, bool inEulgu, uint256 index) private view returns (bytes32) {
+        uint8 kind;
+        uint24 ref;
+        if (inEulgu) {
+            EulguRecord storage r = _eulgu[parcelId][index];
+            (kind, ref) = (r.kind, r.ref);
+        } else {
+            GapguRecord storage r = _gapgu[parcelId][index];
+            (kind, ref) = (r.kind, r.ref);
+        }
+        if (kind & RECEIPT_SHARED == 0) return _storedReceipt(parcelId, inEulgu, index);
+        return _storedReceipt(parcelId, kind & RECEIPT_IN_EULGU != 0, ref);
+    }
+
+    function _storedReceipt(bytes32 parcelId, bool inEulgu, uint256 index) private view returns (bytes32) {
+        return inEulgu ? _eulgu[parcelId][index].receipt : _gapgu[parcelId][index].receipt;
     }
 }

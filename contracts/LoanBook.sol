@@ -51,6 +51,18 @@ contract LoanBook is AccessControl {
         uint96 maxSecured;
     }
 
+    /// @dev Stored form of a Loan, one slot. The lender is not stored: it is the deal's lender in the escrow
+    /// (requestLoan requires them equal, and a deal's lender never changes). `rateOrReason` holds the
+    /// rateBps of an approved loan or the rejectReason of a rejected one (the other is 0).
+    struct LoanRecord {
+        Status status;
+        uint16 rateOrReason;
+        uint16 termMonths;
+        uint24 mortgageEntry;
+        uint96 approvedAmount;
+        uint96 maxSecured;
+    }
+
     /// @notice A creditor's payoff statement for one mortgage entry in one deal.
     struct Payoff {
         address creditor;
@@ -60,7 +72,7 @@ contract LoanBook is AccessControl {
     DealEscrow private immutable _escrow;
     LandRegister private immutable _land;
     IERC20 private immutable _token;
-    mapping(uint256 dealId => Loan) private _loans;
+    mapping(uint256 dealId => LoanRecord) private _loans;
     mapping(uint256 dealId => mapping(uint256 entryIndex => Payoff)) private _payoffs;
 
     /// @notice `caller` is neither the buyer of the deal nor its broker.
@@ -141,9 +153,8 @@ contract LoanBook is AccessControl {
         if (lender != dealLender || lender == address(0)) revert LenderMismatch(dealId, dealLender, lender);
         if (amount != loanAmount) revert AmountMismatch(dealId, loanAmount, amount);
         if (s < DealEscrow.State.Signed || s > DealEscrow.State.InterimPaid) revert DealNotAcceptingLoan(dealId, s);
-        Loan storage l = _loans[dealId];
+        LoanRecord storage l = _loans[dealId];
         if (l.status != Status.None) revert LoanAlreadyRequested(dealId);
-        l.lender = lender;
         l.status = Status.Requested;
         emit LoanRequested(dealId, buyer, lender, amount, credentials);
     }
@@ -156,13 +167,13 @@ contract LoanBook is AccessControl {
         external
         onlyRole(LENDER_ROLE)
     {
-        Loan storage l = _undecided(dealId);
+        LoanRecord storage l = _undecided(dealId);
         if (amount == 0 || rateBps > 10000 || termMonths == 0 || maxSecured < amount || maxSecured > type(uint96).max)
         {
             revert InvalidLoanTerms(amount, rateBps, termMonths, maxSecured);
         }
         l.status = Status.Approved;
-        l.rateBps = rateBps;
+        l.rateOrReason = rateBps;
         l.termMonths = termMonths;
         l.approvedAmount = uint96(amount);
         l.maxSecured = uint96(maxSecured);
@@ -172,9 +183,9 @@ contract LoanBook is AccessControl {
 
     /// @notice The named lender rejects the loan; the buyer then owes the whole balance.
     function rejectLoan(uint256 dealId, uint16 reasonCode) external onlyRole(LENDER_ROLE) {
-        Loan storage l = _undecided(dealId);
+        LoanRecord storage l = _undecided(dealId);
         l.status = Status.Rejected;
-        l.rejectReason = reasonCode;
+        l.rateOrReason = reasonCode;
         emit LoanRejected(dealId, msg.sender, reasonCode);
         _escrow.recordLoanDecision(dealId, 0);
     }
@@ -182,10 +193,11 @@ contract LoanBook is AccessControl {
     /// @notice The approving lender disburses: pulls the approved amount from the lender (who approved this
     /// contract) into the escrow and credits the deal. Needs deposit and interim paid.
     function disburse(uint256 dealId) external onlyRole(LENDER_ROLE) {
-        Loan storage l = _loans[dealId];
-        if (l.status == Status.None) revert UnknownLoan(dealId);
-        if (l.lender != msg.sender) revert NotLoanLender(dealId, msg.sender);
-        if (l.status != Status.Approved) revert LoanNotInStatus(dealId, Status.Approved, l.status);
+        LoanRecord storage l = _loans[dealId];
+        Status status = l.status;
+        if (status == Status.None) revert UnknownLoan(dealId);
+        if (_lender(dealId) != msg.sender) revert NotLoanLender(dealId, msg.sender);
+        if (status != Status.Approved) revert LoanNotInStatus(dealId, Status.Approved, status);
         uint256 amount = l.approvedAmount;
         l.status = Status.Disbursed;
         emit LoanDisbursed(dealId, msg.sender, amount);
@@ -208,7 +220,7 @@ contract LoanBook is AccessControl {
 
     /// @notice Settlement: the lender's mortgage was registered as 을구 entry `mortgageEntry`.
     function recordSecured(uint256 dealId, uint256 mortgageEntry) external onlyRole(SETTLEMENT_ROLE) {
-        Loan storage l = _disbursed(dealId);
+        LoanRecord storage l = _disbursed(dealId);
         l.status = Status.Secured;
         l.mortgageEntry = uint24(mortgageEntry);
         emit LoanSecured(dealId, mortgageEntry);
@@ -216,14 +228,28 @@ contract LoanBook is AccessControl {
 
     /// @notice Settlement: the deal ended unsettled and the disbursed loan was credited back to the lender.
     function recordReturned(uint256 dealId) external onlyRole(SETTLEMENT_ROLE) {
-        Loan storage l = _disbursed(dealId);
+        LoanRecord storage l = _disbursed(dealId);
         l.status = Status.Returned;
         emit LoanReturned(dealId);
     }
 
     /// @notice The loan record of a deal (status None if never requested).
     function loan(uint256 dealId) external view returns (Loan memory) {
-        return _loans[dealId];
+        LoanRecord storage l = _loans[dealId];
+        Status status = l.status;
+        if (status == Status.None) return Loan(address(0), Status.None, 0, 0, 0, 0, 0, 0);
+        bool rejected = status == Status.Rejected;
+        uint16 rateOrReason = l.rateOrReason;
+        return Loan({
+            lender: _lender(dealId),
+            status: status,
+            rateBps: rejected ? 0 : rateOrReason,
+            termMonths: l.termMonths,
+            rejectReason: rejected ? rateOrReason : 0,
+            mortgageEntry: l.mortgageEntry,
+            approvedAmount: l.approvedAmount,
+            maxSecured: l.maxSecured
+        });
     }
 
     /// @notice The payoff stated for mortgage entry `entryIndex` in deal `dealId` (creditor 0 = not stated).
@@ -247,14 +273,20 @@ contract LoanBook is AccessControl {
         return _token;
     }
 
-    function _undecided(uint256 dealId) private view returns (Loan storage l) {
+    function _undecided(uint256 dealId) private view returns (LoanRecord storage l) {
         l = _loans[dealId];
-        if (l.status == Status.None) revert UnknownLoan(dealId);
-        if (l.lender != msg.sender) revert NotLoanLender(dealId, msg.sender);
-        if (l.status != Status.Requested) revert LoanAlreadyDecided(dealId, l.status);
+        Status status = l.status;
+        if (status == Status.None) revert UnknownLoan(dealId);
+        if (_lender(dealId) != msg.sender) revert NotLoanLender(dealId, msg.sender);
+        if (status != Status.Requested) revert LoanAlreadyDecided(dealId, status);
     }
 
-    function _disbursed(uint256 dealId) private view returns (Loan storage l) {
+    /// @dev The lender of a requested loan: the deal's lender (the deal exists once a loan was requested).
+    function _lender(uint256 dealId) private view returns (address lender) {
+        (,, lender,,) = _escrow.loanContext(dealId);
+    }
+
+    function _disbursed(uint256 dealId) private view returns (LoanRecord storage l) {
         l = _loans[dealId];
         if (l.status != Status.Disbursed) revert LoanNotInStatus(dealId, Status.Disbursed, l.status);
     }

@@ -709,6 +709,31 @@ def test_settlement_transfers_discharges_and_registers(world: World):
     assert gapgu(w, pid, 1)[0]["receipt"] == receipt("S-OWN")
 
 
+@pytest.mark.parametrize("same_receipt", [True, False])
+def test_settlement_entries_keep_their_receipts(world: World, same_receipt: bool):
+    """Separate settlement calls, with one receipt or three: every entry reads back its own."""
+    w = world
+    pid = w.register_parcel("seller")
+    old = w.add_mortgage(pid)
+    escrow = settler(w)
+    receipts = [receipt("S")] * 3 if same_receipt else [receipt("S-DIS"), receipt("S-OWN"), receipt("S-MTG")]
+    w.tx(escrow, w.land, "settleDischarge", pid, old, receipts[0])
+    w.tx(escrow, w.land, "settleOwnershipTransfer", pid, w.addr("seller"), w.addr("buyer"), receipts[1])
+    w.tx(escrow, w.land, "settleMortgage", pid, w.addr("lender"), w.addr("buyer"), 480_000_000, receipts[2])
+    discharge_entry, _ = eulgu(w, pid, 1)
+    owner_entry, owner_active = gapgu(w, pid, 1)
+    mortgage_entry, mortgage_active = eulgu(w, pid, 2)
+    assert (discharge_entry["receipt"], discharge_entry["ref"], discharge_entry["kind"]) == (
+        receipts[0],
+        old,
+        1,
+    )
+    assert (owner_entry["receipt"], owner_entry["ref"], owner_entry["kind"]) == (receipts[1], 0, 0)
+    assert (mortgage_entry["receipt"], mortgage_entry["ref"], mortgage_entry["kind"]) == (receipts[2], 0, 0)
+    assert owner_active and mortgage_active
+    assert gapgu(w, pid, 0)[0]["receipt"] != receipts[1]  # the first owner's entry is untouched
+
+
 def test_settlement_transfer_requires_the_named_owner(world: World):
     w = world
     pid = w.register_parcel("seller")

@@ -348,3 +348,47 @@ def test_settlement_records_need_the_settlement_role(world: World, fn, args, who
         "neededRole": "0x" + keccak(text="SETTLEMENT_ROLE").hex(),
     }
     assert w.loans.call("loan", deal)["status"] == DISBURSED
+
+
+def test_the_loan_record_reads_back_in_full_at_every_status(world: World):
+    """`loan()` returns every field as recorded: lender, rate or reject reason, amounts, entry."""
+    w = world
+    zero = "0x" + "00" * 20
+    record = {
+        "lender": zero,
+        "status": 0,
+        "rateBps": 0,
+        "termMonths": 0,
+        "rejectReason": 0,
+        "mortgageEntry": 0,
+        "approvedAmount": 0,
+        "maxSecured": 0,
+    }
+    deal, terms = loan_deal(w, request=False)
+    assert w.loans.call("loan", deal) == record
+    assert w.loans.call("loan", 10**9) == record  # no such deal: nothing recorded, no revert
+    w.tx("buyer", w.loans, "requestLoan", deal, terms.loanAmount, terms.lender, [])
+    record |= {"lender": w.addr("lender"), "status": REQUESTED}
+    assert w.loans.call("loan", deal) == record
+    approve(w, deal, terms.loanAmount - 1)
+    record |= {
+        "status": APPROVED,
+        "rateBps": RATE,
+        "termMonths": TERM,
+        "approvedAmount": terms.loanAmount - 1,
+        "maxSecured": (terms.loanAmount - 1) * 12 // 10,
+    }
+    assert w.loans.call("loan", deal) == record
+
+    rejected, terms = loan_deal(w)
+    w.tx("lender", w.loans, "rejectLoan", rejected, 65_535)
+    assert w.loans.call("loan", rejected) == {
+        "lender": w.addr("lender"),
+        "status": REJECTED,
+        "rateBps": 0,
+        "termMonths": 0,
+        "rejectReason": 65_535,
+        "mortgageEntry": 0,
+        "approvedAmount": 0,
+        "maxSecured": 0,
+    }

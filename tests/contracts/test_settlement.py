@@ -173,3 +173,82 @@ def test_python_type_string_matches_the_contract(world: World):
     # The typed data the API hands to wallets must hash to the contract's own typehash.
     typehash = world.escrow.call("ACCEPT_TERMS_TYPEHASH")
     assert typehash == "0x" + keccak(text=accept_terms_type_string()).hex()
+
+
+@pytest.mark.parametrize("mortgages", [0, 1, 2])
+def test_every_register_entry_of_a_settlement_reads_back_in_full(world: World, mortgages: int):
+    """Discharges, the ownership entry and the lender's mortgage all show the registration receipt,
+    their own kind, time and refs (the register stores a settlement's receipt once and shares it)."""
+    w = world
+    parcel = w.register_parcel("seller")
+    creditors = [w.new_account() for _ in range(mortgages)]
+    old = [w.add_mortgage(parcel, creditor=c.address) for c in creditors]
+    deal, terms = fund_with_loan(w, parcel)
+    for creditor, index in zip(creditors, old, strict=True):
+        w.tx(creditor, w.loans, "statePayoff", deal, index, 100_000_000)
+    eulgu0 = int(w.land.call("eulguLength", parcel))
+    gapgu0 = int(w.land.call("gapguLength", parcel))
+    owner_before, _ = w.land.call("gapguEntry", parcel, gapgu0 - 1)
+    mortgages_before = [w.land.call("eulguEntry", parcel, index)[0] for index in old]
+    rct = receipt("2026-등기-SHARED")
+
+    w.tx("registrar", w.escrow, "settle", deal, rct, receipt("TAX"))
+    now = w.now()
+
+    zero = "0x" + "00" * 20
+    for i, index in enumerate(old):
+        assert w.land.call("eulguEntry", parcel, eulgu0 + i) == (
+            {
+                "creditor": zero,
+                "kind": 1,  # Discharge
+                "time": now,
+                "ref": index,
+                "rank": 0,
+                "debtor": zero,
+                "maxSecured": 0,
+                "receipt": rct,
+            },
+            False,
+        )
+        assert w.land.call("eulguEntry", parcel, index) == (mortgages_before[i], False)
+    assert w.land.call("gapguEntry", parcel, gapgu0) == (
+        {
+            "holder": w.addr("buyer"),
+            "kind": GapguKind.OWNERSHIP,
+            "time": now,
+            "ref": 0,
+            "cancelledBy": 0,
+            "receipt": rct,
+            "amount": 0,
+        },
+        True,
+    )
+    assert w.land.call("gapguEntry", parcel, gapgu0 - 1) == (owner_before, True)
+    new = eulgu0 + mortgages
+    assert w.land.call("eulguLength", parcel) == new + 1
+    assert w.land.call("eulguEntry", parcel, new) == (
+        {
+            "creditor": w.addr("lender"),
+            "kind": 0,  # Mortgage
+            "time": now,
+            "ref": 0,
+            "rank": mortgages + 1,
+            "debtor": w.addr("buyer"),
+            "maxSecured": terms.loanAmount * 12 // 10,
+            "receipt": rct,
+        },
+        True,
+    )
+    assert w.land.call("title", parcel) == (w.addr("buyer"), 0, [new])
+    assert w.loans.call("loan", deal)["mortgageEntry"] == new
+
+    # the entries behave as any others: the shared-receipt mortgage can be discharged, the ownership
+    # entry is no blocking entry
+    w.tx("registrar", w.land, "dischargeMortgage", parcel, new, receipt("DIS"))
+    assert w.land.call("eulguEntry", parcel, new)[1] is False
+    assert w.land.call("eulguEntry", parcel, new + 1)[0]["receipt"] == receipt("DIS")
+    assert w.land.call("eulguEntry", parcel, new + 1)[0]["ref"] == new
+    with pytest.raises(ContractRevert) as err:
+        w.tx("registrar", w.land, "cancelBlocking", parcel, gapgu0, receipt("CXL"))
+    assert err.value.name == "NotABlockingEntry"
+    assert w.land.call("eulguEntry", parcel, new)[0]["receipt"] == rct
