@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.package-lock.json
 
-.PHONY: setup demo test lint typecheck test-chain-ganache slither benchmarks clean
+.PHONY: setup demo test lint typecheck test-chain-ganache test-chain-hardhat slither benchmarks clean
 
 setup: $(STAMP) $(NODE_STAMP)
 
@@ -36,9 +36,14 @@ typecheck: setup
 test-chain-ganache: setup
 	$(BIN)/pytest tests/chain --node ganache -q
 
+# And on Hardhat Network, the other node the benchmarks run on.
+test-chain-hardhat: setup
+	$(BIN)/pytest tests/chain --node hardhat -q
+
 test: lint typecheck
 	$(BIN)/pytest -q
 	$(MAKE) --no-print-directory test-chain-ganache
+	$(MAKE) --no-print-directory test-chain-hardhat
 
 # Every benchmark (deals/s against the node's ceiling, growth, the contracts' state machine at
 # 10,000 actions, oracle reaction) into BENCHMARKS.md; takes ~15 minutes.

@@ -90,7 +90,7 @@ class KeySource(_Strict):
 class NetworkSettings(_Strict):
     host: str
     chainid: int | None = Field(None, ge=1)
-    cmd: Literal["anvil", "ganache"] | None = None
+    cmd: Literal["anvil", "ganache", "hardhat"] | None = None
     cmd_settings: CmdSettings = CmdSettings()
     confirmations: int = Field(0, ge=0, le=1000)
     timeout: float = Field(30.0, gt=0, description="seconds to wait for an RPC answer or a receipt")

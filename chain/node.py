@@ -98,7 +98,7 @@ class EmbeddedNode:
 
     def _command(self) -> list[str]:
         s = self.network.cmd_settings
-        chain_id = str(self.network.chainid or (31337 if self.kind == "anvil" else 1337))
+        chain_id = str(self.network.chainid or (31337 if self.kind in ("anvil", "hardhat") else 1337))
         if self.kind == "anvil":
             cmd = [
                 str(self._binary()),
@@ -120,6 +120,8 @@ class EmbeddedNode:
                 # Dump on exit and every few seconds, so even a SIGKILL loses little.
                 cmd += ["--state", str(self.state), "--state-interval", "2"]
             return cmd
+        if self.kind == "hardhat":
+            return self._hardhat_command(chain_id)
         cmd = [
             str(self._binary()),
             "--server.host", "127.0.0.1",
@@ -138,6 +140,34 @@ class EmbeddedNode:
             self.state.mkdir(parents=True, exist_ok=True)
             cmd += ["--database.dbPath", str(self.state)]
         return cmd
+
+    def _hardhat_command(self, chain_id: str) -> list[str]:
+        """Hardhat Network (EDR) takes its settings from a config file, written next to its log.
+        Unlike anvil, its cost per block does not grow with the state; it keeps no state on disk."""
+        if self.state:
+            raise NodeError(f"hardhat keeps no state on disk: network {self.name!r} must set no `state`")
+        s = self.network.cmd_settings
+        hardfork = self.config.compiler.evm_version
+        interval = round(s.block_time * 1000) if s.block_time else 0
+        network = {
+            "chainId": int(chain_id),
+            "hardfork": "merge" if hardfork == "paris" else hardfork,  # hardhat's name for it
+            "blockGasLimit": s.gas_limit,
+            "accounts": {
+                "mnemonic": s.mnemonic,
+                "count": s.accounts,
+                "accountsBalance": str(s.balance * 10**18),
+            },
+            "mining": {"auto": not interval, "interval": interval},
+            "loggingEnabled": False,
+            # like anvil and geth: a reverting transaction is mined and its hash returned
+            "throwOnTransactionFailures": False,
+        }
+        config_file = self.log_file.with_name("hardhat.config.js")
+        config_file.parent.mkdir(parents=True, exist_ok=True)
+        config_file.write_text(f"module.exports = {{ networks: {{ hardhat: {json.dumps(network)} }} }};\n")
+        return [str(self._binary()), "--config", str(config_file), "node",
+                "--hostname", "127.0.0.1", "--port", str(self.port)]  # fmt: skip
 
     def start(self, timeout: float = 60.0) -> EmbeddedNode:
         if self.process is not None:

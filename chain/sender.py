@@ -17,6 +17,10 @@ from chain.txsign import TxSigner, call_fields
 GAS_MARGIN = 1.25  # estimates miss storage refunds and warm/cold differences between calls
 _KNOWN = ("already known", "already imported")  # geth's and anvil's words for "I have this very tx"
 _NONCE_USED = ("nonce too low", "correct nonce", "nonce has already been used")
+# Hardhat's automine takes no nonce gap, where anvil and geth queue the transaction: the earlier
+# nonce is on its way from another thread (an outbox), so the send is tried again shortly.
+_NONCE_GAP = "can't be queued"
+_GAP_WAITS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
 @dataclass(frozen=True)
@@ -145,7 +149,7 @@ class Sender:
                 raw_bytes, hash_bytes = self._signer.sign(tx)
                 raw, tx_hash = "0x" + raw_bytes.hex(), "0x" + hash_bytes.hex()
                 try:
-                    self.rpc.call("eth_sendRawTransaction", [raw])
+                    self._send_raw(raw)
                 except RpcError as exc:
                     if exc.code is None:
                         self._nonce = None  # unreachable: whether it took the tx is unknown, so ask
@@ -196,7 +200,7 @@ class Sender:
         An unreachable node raises RpcError as it is: the transaction is not refused, the caller
         keeps it and sends it again later."""
         try:
-            self.rpc.call("eth_sendRawTransaction", [signed.raw])
+            self._send_raw(signed.raw)
         except RpcError as exc:
             if exc.code is None:
                 raise
@@ -210,6 +214,16 @@ class Sender:
                     f"nonce {signed.nonce} of {signed.hash} was used by another tx"
                 ) from None
             raise TransactionError(f"node refused {signed.hash}: {exc}") from None
+
+    def _send_raw(self, raw: str) -> None:
+        for wait in (*_GAP_WAITS, None):
+            try:
+                self.rpc.call("eth_sendRawTransaction", [raw])
+                return
+            except RpcError as exc:
+                if wait is None or exc.code is None or _NONCE_GAP not in str(exc).lower():
+                    raise
+                time.sleep(wait)
 
     def reissue(self, lost: list[SignedTx], held: set[int]) -> dict[str, SignedTx]:
         """Make transactions that a reorg dropped (the node has neither mined nor pooled them)

@@ -114,7 +114,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from scripts.bench import run_bench
 
-    return run_bench(args.deals, args.concurrency, as_json=args.json)
+    return run_bench(args.deals, args.concurrency, as_json=args.json, network=args.network)
 
 
 def _cmd_bench_growth(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NETWORK_FOR = {
     "anvil": "development",
     "ganache": "development-ganache",
+    "hardhat": "development-hardhat",
     "docker-ganache": "development-ganache",
 }
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -169,3 +170,19 @@ def test_reissue_keeps_a_free_next_nonce_and_signs_the_rest_anew(chain, token):
         assert bank.wait(again[tx.hash].hash).status == 1
     assert token.call("balanceOf", buyer) == before + 3
     assert token.transact(bank, "mint", buyer, 1).status == 1  # the sender's counter moved past them
+
+
+def test_a_later_nonce_broadcast_first_waits_for_the_earlier_one(chain, token):
+    """Outboxes broadcast from several threads: nonce n+1 can reach the node before n. anvil
+    queues it; hardhat's automine refuses it, so the sender tries again until n is in."""
+    bank = chain.sender("bank")
+    buyer = chain.signers["buyer"].address
+    before = token.call("balanceOf", buyer)
+    first, second = bank.sign_batch([(token.address, token.encode("mint", buyer, 1), 120_000)] * 2)
+    with ThreadPoolExecutor(1) as pool:
+        later = pool.submit(bank.broadcast, second)  # refused on hardhat until `first` is in
+        time.sleep(0.05)
+        bank.broadcast(first)
+        later.result(timeout=10)
+    assert [bank.wait(t.hash).status for t in (first, second)] == [1, 1]
+    assert token.call("balanceOf", buyer) == before + 2
