@@ -85,15 +85,16 @@ class BankOracle(Oracle):
             context = {"entry": entry, "amount": amount}
             return Plan(f"repaid:{a['dealId']}:{entry}", a["dealId"], "payoff_booked", context)
         if event.contract == "DealEscrow" and event.event == "RegistrationRequested":
-            # The parcel's mortgages are read as they are now: after settlement (an event read
-            # again, a replay) they include the buyer's new one, which is nobody's to pay off.
-            if self.escrow.call("dealState", a["dealId"]) != State.REGISTRATION_REQUESTED:
+            # The parcel's mortgages, all read at one block where the deal still awaits
+            # settlement: once settled (an event read again, or settlement landing between two
+            # reads) they include the buyer's new one, the lender's, which is nobody's to pay off.
+            block = int(self.escrow.rpc.call("eth_blockNumber"), 16)
+            if self.escrow.call("dealState", a["dealId"], block=block) != State.REGISTRATION_REQUESTED:
                 return None
-            terms = self.escrow.call("terms", a["dealId"])
-            parcel = terms["parcelId"]
+            parcel = self.escrow.call("terms", a["dealId"], block=block)["parcelId"]
             mine = [
-                i for i in self.land.call("activeMortgages", parcel)
-                if self.land.call("activeMortgageCreditor", parcel, i) == self.me
+                i for i in self.land.call("activeMortgages", parcel, block=block)
+                if self.land.call("activeMortgageCreditor", parcel, i, block=block) == self.me
             ]  # fmt: skip
             if not mine:
                 return None
