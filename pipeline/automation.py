@@ -6,11 +6,13 @@ the loan application with the buyer's e-certificates, ask for registration once 
 institutions' steps (report, loan decision, disbursement, payoff, settlement) are the
 oracles'. Every action is checked by the contract; a repeat simply reverts and is ignored.
 
-A deal is looked at when something happened after which it may have a step to take: a
-signature, a payment or a loan decision on the escrow, or a token event of its buyer (money
-paid in, a permit). Its views
-are read for all such deals in one batch. Anything with no event of its own (a certificate
-put in the wallet, a reorg) is caught by a sweep over every live deal each `sweep_interval`.
+The live deals are the deal index's (pipeline/deal_index.py), whose stream this driver reads
+too: a restart resumes from the index's cursor instead of replaying from the deployment. A deal
+is looked at when something happened after which it may have a step to take: a signature, a
+payment or a loan decision on the escrow, or a token event of its buyer (money paid in, a
+permit). Its views are read for all such deals in one batch. Anything with no event of its own
+(a certificate put in the wallet, a reorg) is caught by a sweep over every live deal each
+`sweep_interval`, and at start.
 """
 
 from __future__ import annotations
@@ -22,14 +24,14 @@ import time
 from typing import Any
 
 from chain.errors import ChainError, ContractRevert
-from chain.events import KEEP_HASHES, ChainEvent, EventStream
+from chain.events import Batch
 from pipeline.adapters.protocols import CredentialKind
 from pipeline.brokerage import Brokerage, Snapshot, next_payment
 from pipeline.domain import State
 
 log = logging.getLogger("deedchain.automation")
 PAY_FN = {"deposit": "payDeposit", "interim": "payInterim", "balance": "payBalance"}
-ENDED = {"DealSettled", "DealCancelled", "DealDefaulted", "DealRefunded"}
+ENDED = {"DealSettled", "DealCancelled", "DealDefaulted", "DealRefunded"}  # scripts/bench.py waits on these
 # The escrow events after which the automation may have a step to take (the rest, e.g. a
 # report or a payoff statement, change nothing it does).
 TRIGGERS = {"TermsAccepted", "PaymentReceived", "LoanDecisionRecorded"}
@@ -43,40 +45,33 @@ class DealDriver:
         self.b = brokerage
         self.poll_interval = poll_interval
         self.sweep_interval = sweep_interval
-        self.live: dict[int, str] = {}  # live deal -> its buyer
-        self.by_buyer: dict[str, set[int]] = {}
+        # The live deals are the index's (a reorg that un-ends a deal makes it live there again);
+        # this driver only keeps what to look at next.
+        self.index = brokerage.index
+        self.stream = self.index.stream  # the one stream both read
+        self._lock = threading.Lock()  # the index may hand batches over on an API thread
         self.dirty: set[int] = set()
-        self.ended: dict[int, tuple[int, str]] = {}  # recently ended deal -> (block, buyer), for reorgs
-        self._swept = 0.0
-        watched = (brokerage.escrow, brokerage.token)
-        self.stream = EventStream(
-            brokerage.session.rpc,
-            {c.address: (c.name, c.abi) for c in watched},
-            start_block=brokerage.start_block,
-            block_range=brokerage.session.network.block_range,
-            events={"DealOpened", *ENDED, *TRIGGERS, "Transfer", "Approval"},
-        )
+        self.paid: set[str] = set()  # buyers with a token event since the last tick
+        self._swept = 0.0  # at start, a sweep: every live deal is looked at once
+        self.index.listen(self._note_batch)
         self.actions = 0
 
     def tick(self) -> int:
         """Catch up on events, then act once on each deal they touched. Returns actions taken."""
-        while True:
-            batch = self.stream.poll()
-            if batch.rewound_to is not None:  # a reorg: deals it un-ended are live again; look at all
-                for deal_id, (block, buyer) in list(self.ended.items()):
-                    if block > batch.rewound_to:
-                        del self.ended[deal_id]
-                        self._track(deal_id, buyer)
-                self._swept = 0.0
-            for event in batch.events:
-                self._note(event)
-            if batch.caught_up:
-                break
-        if time.monotonic() - self._swept >= self.sweep_interval:
-            self.dirty |= set(self.live)
-            self._swept = time.monotonic()
-        todo = sorted(self.dirty & set(self.live))
-        self.dirty.clear()
+        self.index.sync()
+        with self._lock:
+            sweep = time.monotonic() - self._swept >= self.sweep_interval
+            if sweep:
+                self._swept = time.monotonic()
+            dirty, paid = self.dirty, self.paid
+            self.dirty, self.paid = set(), set()
+        if not (dirty or paid or sweep):
+            return 0
+        live = {d.deal_id: d.buyer for d in self.index.live(self.b.brokers)}
+        if sweep:
+            dirty |= set(live)
+        dirty |= {deal for deal, buyer in live.items() if buyer in paid}
+        todo = sorted(dirty & set(live))
         taken = 0
         for i in range(0, len(todo), SNAPSHOT_CHUNK):
             for snap in self.b.snapshots(todo[i : i + SNAPSHOT_CHUNK]):
@@ -87,45 +82,21 @@ class DealDriver:
         self.actions += taken
         return taken
 
-    def _note(self, event: ChainEvent) -> None:
-        args = event.args
-        if event.event == "DealOpened":
-            if args["broker"] in self.b.brokers:
-                self._track(int(args["dealId"]), args["terms"]["buyer"])
-        elif event.event in ENDED:
-            deal_id = int(args["dealId"])
-            buyer = self._forget(deal_id)
-            if buyer is not None:
-                self.ended[deal_id] = (event.block_number, buyer)
-                horizon = event.block_number - KEEP_HASHES
-                for old in [d for d, (block, _) in self.ended.items() if block < horizon]:
-                    del self.ended[old]
-        elif event.event in TRIGGERS:
-            self.dirty.add(int(args["dealId"]))
-        elif event.contract == "DepositToken":
-            for key in ("to", "owner"):  # money reached a buyer; a buyer's permit or approval
-                self.dirty |= self.by_buyer.get(args.get(key, ""), set())
-
-    def _track(self, deal_id: int, buyer: str) -> None:
-        self.live[deal_id] = buyer
-        self.by_buyer.setdefault(buyer, set()).add(deal_id)
-        self.dirty.add(deal_id)
-
-    def _forget(self, deal_id: int) -> str | None:
-        buyer = self.live.pop(deal_id, None)
-        if buyer is not None:
-            deals = self.by_buyer.get(buyer, set())
-            deals.discard(deal_id)
-            if not deals:
-                self.by_buyer.pop(buyer, None)
-        return buyer
+    def _note_batch(self, batch: Batch) -> None:
+        with self._lock:
+            if batch.rewound_to is not None:  # a reorg: deals it un-ended are live again; look at all
+                self._swept = 0.0
+            for event in batch.events:
+                args = event.args
+                if event.event == "DealOpened" or event.event in TRIGGERS:
+                    self.dirty.add(int(args["dealId"]))
+                elif event.contract == "DepositToken":
+                    # money reached a buyer; a buyer's permit or approval
+                    self.paid |= {args[key] for key in ("to", "owner") if key in args}
 
     def _advance(self, snap: Snapshot) -> int:
         b, deal_id, state = self.b, snap.deal_id, snap.state
-        if state.terminal:
-            self._forget(deal_id)
-            return 0
-        if state == State.OPEN:
+        if state.terminal or state == State.OPEN:
             return 0
         terms, broker = snap.terms, snap.broker
         due = next_payment(snap)

@@ -22,6 +22,7 @@ from chain.sender import Receipt
 from chain.session import ChainSession
 from pipeline.adapters.protocols import CredentialDocument, PresentedCredential
 from pipeline.credentials import credential_hash, verify_presented
+from pipeline.deal_index import DealIndex
 from pipeline.deals import accept_terms_typed_data
 from pipeline.domain import DealTerms, GapguKind, LandUse, Party, State, parcel_id
 from pipeline.errors import PipelineError, PipelineValueError
@@ -79,7 +80,7 @@ class Brokerage:
         """`brokers` maps each broker's on-chain address to the account name holding its key."""
         self.session = session
         self.inst = inst
-        self.brokers = {to_checksum_address(a): n for a, n in brokers.items()}
+        self.brokers: dict[str, str] = {to_checksum_address(a): n for a, n in brokers.items()}
         self.c, self.start_block = deployed_contracts(session)
         self.escrow: Contract = self.c["DealEscrow"]
         self.loans: Contract = self.c["LoanBook"]
@@ -87,6 +88,15 @@ class Brokerage:
         self.token: Contract = self.c["DepositToken"]
         self.wallet = inst.wallet
         self._buyers: dict[int, str] = {}  # deal id -> buyer, for the token views of a snapshot
+        # The automation's token triggers (money paid in, a permit) ride on the index's stream.
+        self.index = DealIndex(
+            inst.engine,
+            session.rpc,
+            self.escrow,
+            start_block=self.start_block,
+            block_range=session.network.block_range,
+            forward=[(self.token, "Transfer"), (self.token, "Approval")],
+        )
         self.lender_oracle = next(
             o for o in inst.oracles if isinstance(o, BankOracle) and o.store.oracle == f"bank:{LENDER}"
         )
@@ -227,64 +237,44 @@ class Brokerage:
         return out
 
     def deal(self, deal_id: int) -> dict[str, Any]:
-        snap = self.snapshot(deal_id)
-        terms, state, loan = snap.terms, snap.state, snap.loan
-        buyer_signed, seller_signed = snap.signatures
-        deposit, interim, buyer_balance, loan_paid = snap.payments
-        decided, approved = snap.decision
-        return {
-            "deal_id": deal_id,
-            "state": state.name.lower(),
-            "broker": snap.broker,
-            "terms": {
-                **terms,
-                "depositDeadline": _iso(terms["depositDeadline"]),
-                "interimDeadline": _iso(terms["interimDeadline"]) if terms["interim"] else None,
-                "balanceDeadline": _iso(terms["balanceDeadline"]),
-            },
-            "signatures": {"buyer": buyer_signed, "seller": seller_signed},
-            "payments": {
-                "deposit": deposit,
-                "interim": interim,
-                "buyer_balance": buyer_balance,
-                "loan": loan_paid,
-            },
-            "loan": {
-                "decided": decided,
-                "approved_amount": approved,
-                "status": ["none", "requested", "approved", "rejected", "disbursed", "secured", "returned"][
-                    loan["status"]
-                ],
-                "rate_bps": loan["rateBps"],
-                "term_months": loan["termMonths"],
-                "reject_reason": loan["rejectReason"],
-            },
-            "reported": snap.reported,
-            "held": snap.held,
-            "waiting": None if state.terminal else waiting(snap),
-        }
+        return _deal_view(self.snapshot(deal_id))
 
     def timeline(self, deal_id: int) -> list[dict[str, Any]]:
-        """Every event of the deal on chain, in order: what, who sent it, tx, block, time, gas."""
+        """Every event of the deal on chain, in order: what, who sent it, tx, block, time, gas.
+        Logs are read over the deal's own blocks (from the index); over the whole chain only for a
+        deal the index does not know."""
         self._terms(deal_id)
+        self.index.sync()
+        indexed = self.index.get(deal_id)
+        span = (hex(self.start_block), "latest")
+        if indexed is not None:
+            end = indexed.ended_block
+            span = (hex(indexed.opened_block), "latest" if end is None else hex(end))
         topic = "0x" + deal_id.to_bytes(32, "big").hex()
         by_address = {c.address.lower(): c for c in (self.escrow, self.loans)}
-        query = {"fromBlock": hex(self.start_block), "toBlock": "latest", "address": list(by_address),
-                 "topics": [None, topic]}  # fmt: skip
+        query = {
+            "fromBlock": span[0],
+            "toBlock": span[1],
+            "address": list(by_address),
+            "topics": [None, topic],
+        }
         found = []
+        time_of: dict[str, int] = {}
         for log in self.session.rpc.call("eth_getLogs", [query]):
             contract = by_address[log["address"].lower()]
             decoded = contract.abi.decode_log(log)
             if decoded is not None:
                 found.append((contract, decoded))
-        # one batched request for the receipts and one for the blocks (SSE streams poll this)
+                if log.get("blockTimestamp"):  # newer nodes put it in the log: no block to fetch
+                    time_of[decoded.block_hash] = int(log["blockTimestamp"], 16)
+        # one batched request for the receipts and one for any blocks (SSE streams poll this)
         txs = sorted({d.tx_hash for _c, d in found})
-        hashes = sorted({d.block_hash for _c, d in found})
+        hashes = sorted({d.block_hash for _c, d in found} - set(time_of))
         rpc = self.session.rpc
         receipts = raise_errors(rpc.batch([("eth_getTransactionReceipt", [t]) for t in txs]))
         blocks = raise_errors(rpc.batch([("eth_getBlockByHash", [h, False]) for h in hashes]))
         receipt_of = dict(zip(txs, receipts, strict=True))
-        time_of = {h: int(b["timestamp"], 16) for h, b in zip(hashes, blocks, strict=True)}
+        time_of |= {h: int(b["timestamp"], 16) for h, b in zip(hashes, blocks, strict=True)}
         steps = [
             {
                 "step": d.event,
@@ -410,25 +400,18 @@ class Brokerage:
     def deals_of(
         self, broker: str, *, state: str | None = None, limit: int = 50, offset: int = 0
     ) -> dict[str, Any]:
-        """The broker's deals, newest first, from the chain's DealOpened events (indexed by broker)."""
-        topic = "0x" + "00" * 12 + to_checksum_address(broker)[2:].lower()
-        logs = self.session.rpc.call(
-            "eth_getLogs",
-            [
-                {
-                    "fromBlock": hex(self.start_block),
-                    "toBlock": "latest",
-                    "address": self.escrow.address,
-                    "topics": [self.escrow.abi.topic("DealOpened"), None, None, topic],
-                }
-            ],
-        )
-        ids = sorted({int(log["topics"][1], 16) for log in logs}, reverse=True)
-        if state is not None:
-            wanted = State[state.upper()]
-            ids = [i for i in ids if self.escrow.call("dealState", i) == wanted]
-        page = ids[offset : offset + limit]
-        return {"total": len(ids), "limit": limit, "offset": offset, "items": [self.deal(i) for i in page]}
+        """The broker's deals, newest first. Which deals, how many and in what order come from the
+        deal index, brought up to the chain's head first (so a deal just opened or a state just
+        changed is counted at once); each item is read from the chain's views, so its contents
+        are never stale. Only a state change mined between the two reads can make an item's state
+        differ from the `state` asked for."""
+        self.index.sync()
+        wanted = None if state is None else State[state.upper()]
+        total, rows = self.index.page(to_checksum_address(broker), state=wanted, limit=limit, offset=offset)
+        for row in rows:
+            self._buyers.setdefault(row.deal_id, row.buyer)  # saves a terms read per deal
+        items = [_deal_view(snap) for snap in self.snapshots([row.deal_id for row in rows])]
+        return {"total": total, "limit": limit, "offset": offset, "items": items}
 
     def request_registration(self, broker: str, deal_id: int) -> Receipt:
         self._terms(deal_id)
@@ -449,6 +432,44 @@ class Snapshot:
     held: int
     buyer_funds: int
     buyer_allowance: int
+
+
+def _deal_view(snap: Snapshot) -> dict[str, Any]:
+    terms, state, loan = snap.terms, snap.state, snap.loan
+    buyer_signed, seller_signed = snap.signatures
+    deposit, interim, buyer_balance, loan_paid = snap.payments
+    decided, approved = snap.decision
+    return {
+        "deal_id": snap.deal_id,
+        "state": state.name.lower(),
+        "broker": snap.broker,
+        "terms": {
+            **terms,
+            "depositDeadline": _iso(terms["depositDeadline"]),
+            "interimDeadline": _iso(terms["interimDeadline"]) if terms["interim"] else None,
+            "balanceDeadline": _iso(terms["balanceDeadline"]),
+        },
+        "signatures": {"buyer": buyer_signed, "seller": seller_signed},
+        "payments": {
+            "deposit": deposit,
+            "interim": interim,
+            "buyer_balance": buyer_balance,
+            "loan": loan_paid,
+        },
+        "loan": {
+            "decided": decided,
+            "approved_amount": approved,
+            "status": ["none", "requested", "approved", "rejected", "disbursed", "secured", "returned"][
+                loan["status"]
+            ],
+            "rate_bps": loan["rateBps"],
+            "term_months": loan["termMonths"],
+            "reject_reason": loan["rejectReason"],
+        },
+        "reported": snap.reported,
+        "held": snap.held,
+        "waiting": None if state.terminal else waiting(snap),
+    }
 
 
 def next_payment(snap: Snapshot) -> tuple[str, int] | None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from chain.eip712 import sign_typed_data
+from pipeline.brokerage import Brokerage
 from pipeline.domain import Party, State
 from pipeline.service import Services
 from tests.pipeline.harness import issue_credentials
@@ -26,7 +29,7 @@ def wait_for(check, timeout: float = 30.0) -> None:
         time.sleep(0.02)
 
 
-def test_signed_deal_runs_itself_to_settlement(world, services: Services):
+def test_signed_deal_runs_itself_to_settlement(world, services: Services, monkeypatch: pytest.MonkeyPatch):
     w, b = world, services.brokerage
     broker = w.addr("broker")
     parcel = services.institutions.parcels["eunma"]
@@ -57,3 +60,40 @@ def test_signed_deal_runs_itself_to_settlement(world, services: Services):
     assert w.land.call("ownerOf", parcel) == w.addr("buyer")
     assert int(w.token.call("balanceOf", w.addr("buyer"))) == 0  # every won it paid in went to escrow
     assert State(w.escrow.call("dealState", deal)) == State.SETTLED
+
+    # the deal index has the whole deal, and the timeline reads logs over the deal's blocks only
+    opened_at = next(s["block"] for s in b.timeline(deal) if s["step"] == "DealOpened")
+    settled_at = next(s["block"] for s in b.timeline(deal) if s["step"] == "DealSettled")
+    indexed = b.index.get(deal)
+    assert indexed is not None
+    assert (indexed.state, indexed.broker, indexed.buyer, indexed.parcel_id) == (
+        State.SETTLED, broker, terms.buyer, parcel,
+    )  # fmt: skip
+    assert (indexed.opened_block, indexed.ended_block) == (opened_at, settled_at)
+    assert b.deals_of(broker, state="settled")["total"] == 1
+    ranges = log_ranges(b, monkeypatch)
+    assert [s["step"] for s in b.timeline(deal)] == steps
+    assert ranges == [(opened_at, settled_at)]
+    # a deal the index does not know (yet) is read over the whole chain, with the same steps
+    with b.index.engine.begin() as conn:
+        conn.execute(text("DELETE FROM deal_index WHERE deal_id = :d"), {"d": deal})
+    ranges.clear()
+    assert [s["step"] for s in b.timeline(deal)] == steps
+    assert ranges == [(b.start_block, None)]
+
+
+def log_ranges(b: Brokerage, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int | None]]:
+    """From now on, the block range of every eth_getLogs for one deal (None: up to latest)."""
+    ranges: list[tuple[int, int | None]] = []
+    call = b.session.rpc.call
+
+    def recording(method: str, params: list[Any] | None = None) -> Any:
+        if method == "eth_getLogs" and params and params[0].get("topics", [None])[0] is None:
+            q = params[0]
+            ranges.append(
+                (int(q["fromBlock"], 16), None if q["toBlock"] == "latest" else int(q["toBlock"], 16))
+            )
+        return call(method, params)
+
+    monkeypatch.setattr(b.session.rpc, "call", recording)
+    return ranges
