@@ -55,6 +55,7 @@ from eth_utils import keccak, to_checksum_address
 from api.app import create_app
 from api.db import ApiStore
 from api.settings import Settings
+from chain.config import Config, load_config
 from chain.contract import Contract, call_many
 from chain.deploy import deploy_project
 from chain.eip712 import read_domain, sign_typed_data, typed_data
@@ -289,7 +290,9 @@ class Seeder:
         self.gas_limit = int(block["gasLimit"], 16)
         # Half the (raised) block gas limit per block, counted by the transactions' gas limits:
         # blocks stay at or under the EIP-1559 target, so the base fee never passes the signed max.
-        self.block_gas = SEED_GAS_LIMIT // 2
+        # anvil raises its limit on request; other nodes (hardhat) are started with it
+        self.raise_limit = session.node is not None and session.node.kind == "anvil"
+        self.block_gas = (SEED_GAS_LIMIT if self.raise_limit else self.gas_limit) // 2
         if block.get("baseFeePerGas") is None:
             raise SeedError("the seeder signs EIP-1559 transactions; this node has no base fee")
 
@@ -299,11 +302,13 @@ class Seeder:
         the whole state (an empty block takes ~0.2 ms on a fresh chain, ~120 ms after 2,000
         deals), so few large blocks keep seeding near the node's per-transaction speed."""
         self.rpc.call("evm_setAutomine", [False])
-        self.rpc.call("anvil_setBlockGasLimit", [hex(SEED_GAS_LIMIT)])
+        if self.raise_limit:
+            self.rpc.call("anvil_setBlockGasLimit", [hex(SEED_GAS_LIMIT)])
         try:
             yield
         finally:
-            self.rpc.call("anvil_setBlockGasLimit", [hex(self.gas_limit)])
+            if self.raise_limit:
+                self.rpc.call("anvil_setBlockGasLimit", [hex(self.gas_limit)])
             self.rpc.call("evm_mine")  # the next block carries the configured limit again
             self.rpc.call("evm_setAutomine", [True])
             self.s.resync()  # the pipeline's Senders must not reuse the seeder's nonces
@@ -995,14 +1000,26 @@ def print_table(out: dict[str, Any]) -> None:
 
 
 def run_growth(
-    priors: list[int], measured: int, requests: int, *, as_json: bool = False, batch: int = 200
+    priors: list[int],
+    measured: int,
+    requests: int,
+    *,
+    as_json: bool = False,
+    batch: int = 200,
+    network: str | None = None,
 ) -> int:
     if not priors or min(priors) < 1 or sorted(priors) != priors:
         raise SystemExit("--prior: increasing positive deal counts, e.g. 10,10000")
     with (
         tempfile.TemporaryDirectory() as tmp,
-        ChainSession.open("development", persist=False, deployments_dir=Path(tmp)) as session,
+        ChainSession.open(
+            network, _seedable(load_config()), persist=False, deployments_dir=Path(tmp)
+        ) as session,
     ):
+        if session.node is None:
+            raise SystemExit(
+                f"network {session.network_name!r} is not embedded: growth mode needs its own node"
+            )
         deploy_project(session)
         seeder = Seeder(session, batch=batch)
         ceiling = seeder.ceiling()
@@ -1028,6 +1045,20 @@ def run_growth(
     return 1 if failures else 0
 
 
+def _seedable(config: Config) -> Config:
+    """The config with SEED_GAS_LIMIT as the block gas limit of every embedded node that cannot
+    raise it on request (hardhat): seeding needs thousands of transactions a block."""
+    networks = {
+        name: net.model_copy(
+            update={"cmd_settings": net.cmd_settings.model_copy(update={"gas_limit": SEED_GAS_LIMIT})}
+        )
+        if net.cmd == "hardhat"
+        else net
+        for name, net in config.networks.items()
+    }
+    return config.model_copy(update={"networks": networks})
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deedchain bench-growth", description=__doc__.splitlines()[0])
     add_arguments(parser)
@@ -1045,7 +1076,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_args(args: argparse.Namespace) -> int:
     priors = [int(p) for p in str(args.prior).split(",") if p.strip()]
-    return run_growth(priors, args.measured_deals, args.requests, as_json=args.json, batch=args.batch)
+    return run_growth(
+        priors, args.measured_deals, args.requests, as_json=args.json, batch=args.batch,
+        network=getattr(args, "network", None),
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
