@@ -109,6 +109,7 @@ GAS = {
     "settle": 510_000,
 }
 ROLES = ("broker", "registrar", "lender", "bank", "issuer")
+PAGE = 5  # deals per listed page: the 10-deal checkpoint fills two
 SEED_GAS_LIMIT = 600_000_000  # block gas limit while seeding: thousands of transactions a block
 VIEW_CHUNK = 500  # eth_calls per JSON-RPC batch when checking the seeded deals
 SAMPLE = 50  # seeded deals whose title, loan, payoff and proceeds are checked one by one
@@ -752,7 +753,7 @@ class Client:
 # Per 20 requests: what a broker's back office and its agents' screens ask most.
 MIX = (
     ["deal"] * 6  # GET /deals/{id}: a deal's status and what it waits for
-    + ["list"] * 3  # GET /deals?limit=20&offset=k: the broker's deals, paged
+    + ["list"] * 3  # GET /deals?limit=5&offset=k: the broker's deals, paged
     + ["list_state"] * 2  # GET /deals?state=...: filtered by state
     + ["timeline"] * 3  # GET /deals/{id}/timeline, of a deal run through the pipeline
     + ["typed_data"] * 2  # GET /deals/{id}/typed-data/{party}: what a party signs
@@ -802,10 +803,12 @@ def measure_api(
         deal = rng.randint(1, prior)
         if kind == "deal":
             return "GET", f"/deals/{deal}", None
+        # pages the first checkpoint can fill too: a page's cost is its items, which must not
+        # differ between checkpoints for the comparison to measure history
         if kind == "list":
-            return "GET", f"/deals?limit=20&offset={rng.choice((0, 0, 20, 40, 100))}", None
+            return "GET", f"/deals?limit={PAGE}&offset={rng.choice((0, 0, PAGE))}", None
         if kind == "list_state":
-            return "GET", f"/deals?limit=20&state={rng.choice(('settled', 'open'))}", None
+            return "GET", f"/deals?limit={PAGE}&state={rng.choice(('settled', 'open'))}", None
         if kind == "timeline":
             return "GET", f"/deals/{rng.choice(recent) if recent else deal}/timeline", None
         if kind == "typed_data":
@@ -951,6 +954,11 @@ def report(points: list[Checkpoint], seeder: Seeder, ceiling: float, ceiling_end
         "seeded_blocks": seed.blocks,
         "node_ceiling_tx_per_s": round(ceiling, 1),
         "seed_ratio_to_ceiling": round(rate / ceiling, 3) if ceiling else None,
+        # reads (every GET) and writes (POST /deals waits for its block): what bounds each differs
+        "api_read_p95_ms": [
+            _ms([ms for k, v in p.route_ms.items() if k != "open" for ms in v], 95) for p in points
+        ],
+        "api_write_p95_ms": [_ms(p.route_ms["open"], 95) for p in points],
         "route_p95_ms": {ROUTES[k]: [_ms(p.route_ms[k], 95) for p in points] for k in ROUTES},
         "metrics_first_ms": [round(p.metrics_ms[0], 1) for p in points],
         "metrics_ms": [round(p.metrics_ms[1], 1) for p in points],
@@ -976,6 +984,11 @@ def print_table(out: dict[str, Any]) -> None:
     row("gas per deal", out["gas_per_deal"], out["gas_change_pct"])
     row("API p50 ms", out["api_p50_ms"], _pct(out["api_p50_ms"][0], out["api_p50_ms"][-1]))
     row("API p95 ms", out["api_p95_ms"], out["api_p95_change_pct"])
+    for label, key in (
+        ("  reads (GET) p95 ms", "api_read_p95_ms"),
+        ("  writes (POST) p95 ms", "api_write_p95_ms"),
+    ):
+        row(label, out[key], _pct(out[key][0], out[key][-1]))
     for route, values in out["route_p95_ms"].items():
         row(f"  p95 {route}", values, _pct(values[0], values[-1]))
     row(
