@@ -186,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--json", action="store_true", help="only the JSON line")
         if name == "benchmarks":
             p.add_argument("--deals", type=int, default=200, help="deals per pipeline run")
-            p.add_argument("--concurrency", default="4,12,24", help="comma-separated concurrencies")
+            p.add_argument("--concurrency", default="4,12,24", help="comma-separated concurrencies (anvil)")
+            p.add_argument("--hardhat-concurrency", type=int, default=12, help="the run on hardhat")
             p.add_argument("--prior", default="10,10000", help="growth mode's prior deal counts")
             p.add_argument("--actions", type=int, default=10_000, help="state-machine actions")
             p.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))

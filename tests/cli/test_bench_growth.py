@@ -58,4 +58,4 @@ def test_growth_mode_prints_gas_and_api_latency(capsys: pytest.CaptureFixture[st
     assert set(out["route_p95_ms"]) >= {"GET /deals/{id}", "GET /deals/{id}/timeline", "POST /deals"}
     # the write p95 is POST /deals' own; reads are every GET
     assert out["api_write_p95_ms"] == out["route_p95_ms"]["POST /deals"]
-    assert all(0 < r for r in out["api_read_p95_ms"]) and len(out["api_read_p95_ms"]) == 2
+    assert all(r > 0 for r in out["api_read_p95_ms"]) and len(out["api_read_p95_ms"]) == 2

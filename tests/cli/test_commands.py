@@ -129,3 +129,22 @@ def test_bench_runs_on_hardhat_and_measures_its_ceiling_there(project_copy):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["settled"] == 2 and result["tx_per_deal"] >= 12
     assert result["node_ceiling_tx_per_s"] > 0 and result["node_ceiling_end_tx_per_s"] > 0
+
+
+def test_benchmarks_writes_every_section_from_small_runs(project_copy, tmp_path):
+    out = tmp_path / "BENCHMARKS.md"
+    done = run(
+        project_copy, "benchmarks", "--deals", "2", "--concurrency", "2", "--hardhat-concurrency", "2",
+        "--prior", "2,4", "--actions", "20", "--out", str(out), timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = out.read_text()
+    sections = ("## Method", "## Deals through the pipeline", "## Targets", "## Growth",
+                "## Contracts' state machine", "## Oracle reaction per step", "## What bounds")  # fmt: skip
+    assert [s for s in sections if s not in text] == []
+    table = [line for line in text.splitlines() if line.startswith(("| anvil |", "| hardhat |"))]
+    assert [line.split(" | ")[0] for line in table] == ["| anvil", "| hardhat"]
+    assert "failed" not in "\n".join(table)
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(results["bench"]) == {"anvil C=2", "hardhat C=2"}
+    assert results["invariants"]["failures"] == 0 and results["invariants"]["actions"] >= 20
