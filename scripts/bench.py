@@ -40,6 +40,8 @@ from pipeline.oracles.registry import publish_parcel
 from pipeline.service import Services
 
 DAY = 86_400
+PRICE, LOAN = 1_000_000_000, 400_000_000
+OWED = 250_000_000  # what the seller still owes on the parcel's mortgage at the seller's bank
 
 
 def node_ceiling(session: ChainSession, count: int = 1000, batch: int = 200) -> float:
@@ -167,19 +169,24 @@ def cpu_seconds(pid: int | None = None) -> float | None:
 
 
 class Bench:
-    def __init__(self, session: ChainSession, services: Services) -> None:
+    """Deals set up and started the way a broker does, for the bench and the fault campaign.
+    `watch`: also see every deal end (what `run` waits for)."""
+
+    def __init__(self, session: ChainSession, services: Services, *, watch: bool = True) -> None:
         self.s = session
         self.services = services
         self.b = services.brokerage
         self.inst = services.institutions
         self.lock = threading.Lock()  # the registrar's and issuer's setup transactions, one at a time
         self.broker = session.signers["broker"].address
-        self.finish = Finish(session, services)
-        self.finish.thread.start()
+        self.finish = Finish(session, services) if watch else None
+        if self.finish:
+            self.finish.thread.start()
 
     def close(self) -> None:
-        self.finish.stop.set()
-        self.finish.thread.join(timeout=5)
+        if self.finish:
+            self.finish.stop.set()
+            self.finish.thread.join(timeout=5)
 
     def prepare(self, _index: int = 0) -> Prepared:
         seller, buyer = Account.create(), Account.create()
@@ -194,7 +201,7 @@ class Bench:
             record = registry.read_parcel(pid)
             assert record is not None
             publish_parcel(self.b.land, self.s.sender("registrar"), record)
-            self.inst.bank.book_existing_mortgage(pid, seller.address, 250_000_000)
+            self.inst.bank.book_existing_mortgage(pid, seller.address, OWED)
         self.inst.lender.open_customer(buyer.address, "벤치", 150_000_000, cash=2_000_000_000)
         certificates: list[tuple[CredentialKind, dict[str, str | int]]] = [
             (CredentialKind.RESIDENT_REGISTRATION, {"name": "벤치", "serial": number}),
@@ -211,33 +218,39 @@ class Bench:
             self.b.submit_credential(doc.model_dump(mode="json"), sig)
         return Prepared(seller, buyer, pid)
 
-    def run(self, p: Prepared) -> dict[str, Any]:
-        """The deal itself, timed: the broker opens it, both parties sign, the buyer pays its own
-        part in at the bank and signs one permit; the pipeline does the rest."""
-        started = time.perf_counter()
+    def start(self, p: Prepared) -> int:
+        """The broker opens the deal, both parties sign, the buyer pays its own part in at the bank
+        and signs one permit; from there the pipeline runs the deal by itself."""
         now = self.b.now()
         terms = DealTerms(
             parcelId=p.parcel,
             seller=p.seller.address,
             buyer=p.buyer.address,
-            price=1_000_000_000,
+            price=PRICE,
             deposit=100_000_000,
             interim=300_000_000,
             balance=600_000_000,
             depositDeadline=now + 7 * DAY,
             interimDeadline=now + 30 * DAY,
             balanceDeadline=now + 60 * DAY,
-            loanAmount=400_000_000,
+            loanAmount=LOAN,
             lender=self.s.signers["lender"].address,
         )
         deal, _ = self.b.open_deal(self.broker, terms)
         for party, key in ((Party.BUYER, p.buyer), (Party.SELLER, p.seller)):
             data = self.b.acceptance_typed_data(deal, party, now + DAY)
             self.b.submit_acceptance(self.broker, deal, party, now + DAY, sign_typed_data(key, data))
-        own = terms.price - terms.loanAmount
+        own = PRICE - LOAN
         self.b.record_cash_deposit(f"bench-{deal}", deal, Party.BUYER, own)
         permit = self.b.permit_typed_data(deal, own, now + 90 * DAY)
         self.b.submit_permit(self.broker, deal, own, now + 90 * DAY, sign_typed_data(p.buyer, permit))
+        return deal
+
+    def run(self, p: Prepared) -> dict[str, Any]:
+        """The deal itself, timed from its opening to its end."""
+        assert self.finish is not None, "a Bench made with watch=False sees no deal end"
+        started = time.perf_counter()
+        deal = self.start(p)
         end = self.finish.wait(deal, timeout=120)
         settled = end is not None and end[0] == "DealSettled"
         return {

@@ -1,7 +1,7 @@
 """The fault campaign (issue 7): several deals in flight through the real pipeline while the
 node stops, the chain reorganises, events arrive twice or an RPC endpoint dies.
 
-`Campaign` sets deals up the way scripts/bench.py does (own parcel with the seller's mortgage,
+`Campaign` sets deals up with scripts/bench.py's `Bench` (own parcel with the seller's mortgage,
 fresh parties, e-certificates, cash paid in at the lender, one permit) and stops there: the
 automation, the oracles and the institutions do the rest. Its checks say that each deal
 settled and that every institution's effect happened exactly once, on chain and in the books.
@@ -10,27 +10,19 @@ settled and that every institution's effect happened exactly once, on chain and 
 from __future__ import annotations
 
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
 from sqlalchemy import text
 
-from chain.eip712 import sign_typed_data
 from chain.session import ChainSession
-from pipeline.adapters.protocols import CredentialKind
-from pipeline.credentials import issue_credential
-from pipeline.domain import DealTerms, LandUse, Party, State
-from pipeline.oracles.registry import publish_parcel
+from pipeline.domain import State
 from pipeline.service import Services
+from scripts.bench import OWED, PRICE, Bench
 
-DAY = 86_400
-PRICE, LOAN, OWED = 1_000_000_000, 400_000_000, 250_000_000  # OWED: the seller's mortgage loan
 # Every event of one settled deal, by name (from the deal's timeline on chain). The institutions'
 # effects are the ones counted 1; a repeated effect or a lost one changes this.
 EXPECTED_TIMELINE = Counter(
@@ -73,77 +65,25 @@ class Deal:
     parcel: str
     seller: str
     buyer: str
-    terms: DealTerms
 
 
 class Campaign:
-    """Deals on `services` (built on `session`), set up like scripts/bench.py up to the permit."""
+    """Deals on `services` (built on `session`), set up by scripts/bench.py's Bench up to the permit."""
 
     def __init__(self, session: ChainSession, services: Services) -> None:
         self.s = session
         self.services = services
         self.b = services.brokerage
         self.inst = services.institutions
-        self.broker = session.signers["broker"].address
+        self.bench = Bench(session, services, watch=False)  # the bench's world, set up the same way
         self.deals: list[Deal] = []
-
-    def _parcel(self, seller: LocalAccount) -> str:
-        """A parcel of the seller's, mortgaged to the seller's bank, at the registry and on chain."""
-        number = f"1168010600-8{uuid.uuid4().int % 10**4:04d}-{uuid.uuid4().int % 10**4:04d}"
-        registry = self.inst.registry
-        pid = registry.register_parcel(
-            number, f"서울특별시 강남구 캠페인동 {number[-4:]}", 8_497, LandUse.BUILDING, seller.address
-        )
-        registry.add_mortgage(pid, self.s.signers["bank"].address, seller.address, 300_000_000)
-        record = registry.read_parcel(pid)
-        assert record is not None
-        publish_parcel(self.b.land, self.s.sender("registrar"), record)
-        self.inst.bank.book_existing_mortgage(pid, seller.address, OWED)
-        return pid
 
     def open(self) -> Deal:
         """Open, sign, certify and fund one deal; from here the pipeline runs it by itself."""
-        seller, buyer = Account.create(), Account.create()
-        parcel = self._parcel(seller)
-        self.inst.lender.open_customer(buyer.address, "캠페인", 150_000_000, cash=2_000_000_000)
-        now = self.b.now()
-        terms = DealTerms(
-            parcelId=parcel,
-            seller=seller.address,
-            buyer=buyer.address,
-            price=PRICE,
-            deposit=100_000_000,
-            interim=300_000_000,
-            balance=600_000_000,
-            depositDeadline=now + 7 * DAY,
-            interimDeadline=now + 30 * DAY,
-            balanceDeadline=now + 60 * DAY,
-            loanAmount=LOAN,
-            lender=self.s.signers["lender"].address,
-        )
-        deal, _ = self.b.open_deal(self.broker, terms)
-        for party, key in ((Party.BUYER, buyer), (Party.SELLER, seller)):
-            data = self.b.acceptance_typed_data(deal, party, now + DAY)
-            self.b.submit_acceptance(self.broker, deal, party, now + DAY, sign_typed_data(key, data))
-        certificates: list[tuple[CredentialKind, dict[str, str | int]]] = [
-            (CredentialKind.RESIDENT_REGISTRATION, {"name": "캠페인", "serial": deal}),
-            (CredentialKind.INCOME, {"annual_income": 150_000_000, "serial": deal}),
-        ]
-        for kind, claims in certificates:
-            doc, h, sig = issue_credential(
-                self.s.signers["issuer"].account, kind, buyer.address, claims, now, now + 90 * DAY
-            )
-            self.b.c["CredentialRegistry"].transact(
-                self.s.sender("issuer"), "anchor", h, int(kind), buyer.address, now + 90 * DAY
-            )
-            self.b.submit_credential(doc.model_dump(mode="json"), sig)
-        own = PRICE - LOAN
-        self.b.record_cash_deposit(f"faults-{deal}", deal, Party.BUYER, own)
-        permit = self.b.permit_typed_data(deal, own, now + 90 * DAY)
-        self.b.submit_permit(self.broker, deal, own, now + 90 * DAY, sign_typed_data(buyer, permit))
-        opened = Deal(deal, parcel, seller.address, buyer.address, terms)
-        self.deals.append(opened)
-        return opened
+        p = self.bench.prepare()
+        deal = Deal(self.bench.start(p), p.parcel, p.seller.address, p.buyer.address)
+        self.deals.append(deal)
+        return deal
 
     # --- watching -------------------------------------------------------------------------------
     def states(self, deals: Iterable[Deal] | None = None) -> dict[int, State]:

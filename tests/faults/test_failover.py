@@ -134,7 +134,7 @@ def test_first_endpoint_dies_mid_run_and_the_pipeline_carries_on_through_the_sec
         assert all(services.running().values())  # no loop died on the failover
         campaign.assert_each_effect_once()
         # the transaction whose answer was lost was not sent twice: one deal per parcel opened
-        opened = services.brokerage.deals_of(campaign.broker, limit=100)["items"]
+        opened = services.brokerage.deals_of(campaign.bench.broker, limit=100)["items"]
         assert sorted(d["deal_id"] for d in opened) == [d.id for d in campaign.deals], opened
     finally:
         services.stop()
