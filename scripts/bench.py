@@ -259,6 +259,23 @@ class Bench:
             "seconds": (end[1] if end else time.perf_counter()) - started,
         }
 
+    def stalled(self, deal: int) -> dict[str, Any]:
+        """Where a deal that did not end in time stands: its state and what it waits for, its
+        last events, each oracle's effects for it, and whether the automation still counts it live."""
+        view = self.b.deal(deal)
+        return {
+            "deal": deal,
+            "state": view["state"],
+            "waiting": view["waiting"],
+            "last_events": [(s["step"], s["block"]) for s in self.b.timeline(deal)][-4:],
+            "effects": {
+                f"{o.store.oracle} {e.key}": [e.status, e.error]
+                for o in self.inst.oracles
+                for e in o.store.effects(deal_id=deal)
+            },
+            "indexed": str(self.b.index.get(deal)),  # the automation's view: live while not ended
+        }
+
     def cost(self, deal: int) -> tuple[int, int]:
         """Transactions and gas of a deal's own steps, from its timeline."""
         txs = {s["tx"]: s["gas"] for s in self.b.timeline(deal)}
@@ -305,6 +322,7 @@ def run_bench(deals: int, concurrency: int, *, as_json: bool = True, network: st
             for r in results:
                 if r["settled"]:
                     r["txs"], r["gas"] = bench.cost(r["deal"])
+            unsettled = [bench.stalled(r["deal"]) for r in results if not r["settled"]]
         finally:
             bench.close()
             services.stop()
@@ -331,6 +349,8 @@ def run_bench(deals: int, concurrency: int, *, as_json: bool = True, network: st
         "blocks_per_deal": round(blocks / max(1, len(settled)), 2),
         "node_empty_block_ms": [round(ms, 2) for ms in block_ms],
         "node_ceiling_end_tx_per_s": round(ceiling_end, 1),
+        # a deal that did not settle in time: where it stands, for the team to look into
+        "unsettled": unsettled,
     }
     if not as_json:
         for key, value in out.items():

@@ -92,6 +92,10 @@ def render(r: dict[str, Any], opts: argparse.Namespace) -> str:
             f"{b['node_cpu_ms_per_deal']} | {b['blocks_per_deal']} | "
             f"{', '.join(map(str, b['node_empty_block_ms']))} |"
         )
+    for (node, c), b in bench.items():
+        for stall in b.get("unsettled", []):  # a deal that did not settle in time, as the bench found it
+            found = json.dumps(stall, default=str)
+            lines.append(f"\nNot settled in time ({node}, concurrency {c}): `{found}`")
     good = [b for b in bench.values() if "error" not in b]
     best = max(good, key=lambda b: b["deals_per_s"]) if good else {}
     growth, inv = r["growth"], r["invariants"]

@@ -109,8 +109,9 @@ def test_bench_prints_its_json_with_every_field(project_copy):
         "deals", "settled", "seconds", "deals_per_s", "tx_per_deal", "gas_per_deal", "node_ceiling_tx_per_s",
         "ratio_to_ceiling", "latency_p50_s", "latency_p95_s", "oracle_reaction_p95_ms",
         "pipeline_cpu_ms_per_deal", "node_cpu_ms_per_deal", "blocks_per_deal", "node_empty_block_ms",
-        "node_ceiling_end_tx_per_s",
+        "node_ceiling_end_tx_per_s", "unsettled",
     }  # fmt: skip
+    assert result["unsettled"] == []
     assert result["pipeline_cpu_ms_per_deal"] > 0 and result["node_cpu_ms_per_deal"] > 0
     # the run mined blocks; the cost of an empty block is read before and after it
     assert result["blocks_per_deal"] >= 1 and len(result["node_empty_block_ms"]) == 2
