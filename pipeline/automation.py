@@ -31,7 +31,6 @@ from pipeline.domain import State
 
 log = logging.getLogger("deedchain.automation")
 PAY_FN = {"deposit": "payDeposit", "interim": "payInterim", "balance": "payBalance"}
-ENDED = {"DealSettled", "DealCancelled", "DealDefaulted", "DealRefunded"}  # scripts/bench.py waits on these
 # The escrow events after which the automation may have a step to take (the rest, e.g. a
 # report or a payoff statement, change nothing it does).
 TRIGGERS = {"TermsAccepted", "PaymentReceived", "LoanDecisionRecorded"}

@@ -32,7 +32,6 @@ from chain.events import EventStream
 from chain.session import ChainSession
 from chain.txsign import TxSigner
 from pipeline.adapters.protocols import CredentialKind
-from pipeline.automation import ENDED
 from pipeline.credentials import issue_credential
 from pipeline.domain import DealTerms, LandUse, Party
 from pipeline.metrics import oracle_metrics, percentile
@@ -40,6 +39,7 @@ from pipeline.oracles.registry import publish_parcel
 from pipeline.service import Services
 
 DAY = 86_400
+ENDED = {"DealSettled", "DealCancelled", "DealDefaulted", "DealRefunded"}  # the escrow's end events
 PRICE, LOAN = 1_000_000_000, 400_000_000
 OWED = 250_000_000  # what the seller still owes on the parcel's mortgage at the seller's bank
 
