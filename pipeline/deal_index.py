@@ -273,6 +273,12 @@ class DealIndex:
             ).fetchall()
         return int(total), [_deal(r) for r in rows]
 
+    def counts(self) -> dict[State, int]:
+        """Every deal on chain (any broker's), by state."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(text("SELECT state, COUNT(*) AS n FROM deal_index GROUP BY state")).all()
+        return {State(r.state): int(r.n) for r in rows}
+
     def live(self, brokers: Iterable[str]) -> list[IndexedDeal]:
         """The deals of these brokers that have not ended."""
         query = text(

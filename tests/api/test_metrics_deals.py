@@ -1,4 +1,4 @@
-"""/metrics counts deals by state while reading only live and new deals at each scrape."""
+"""/metrics counts deals by state from the deal index, following them into terminal states."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def test_deal_counts_follow_deals_into_terminal_states(api: Api):
         "open": before.get("open", 0) + 1,
         "signed": before.get("signed", 0) + 1,
     }
-    # a live deal that ends is counted in its terminal state from then on (and read no more)
+    # a live deal that ends (here by the registrar, outside the API) is counted in its terminal state
     api.world.tx("registrar", api.services.brokerage.escrow, "refund", second, 7)
     api.world.tx("registrar", api.services.brokerage.escrow, "refund", first, 7)
     after = deal_counts(api)
