@@ -112,18 +112,29 @@ class Brokerage:
         block = self.session.rpc.call("eth_getBlockByNumber", ["latest", False])
         return int(block["timestamp"], 16)
 
-    def _terms(self, deal_id: int) -> dict[str, Any]:
-        if deal_id < 1 or self.escrow.call("dealState", deal_id) == State.NONE:
+    def _deal_view(self, fn: str, deal_id: int) -> Any:
+        """A view of one deal; the escrow itself refuses an unknown one (UnknownDeal), so one
+        call both checks and reads."""
+        if deal_id < 1:
             raise UnknownDeal(deal_id)
-        terms: dict[str, Any] = self.escrow.call("terms", deal_id)
+        try:
+            return self.escrow.call(fn, deal_id)
+        except ContractRevert as exc:
+            if exc.name == "UnknownDeal":
+                raise UnknownDeal(deal_id) from None
+            raise
+
+    def _terms(self, deal_id: int) -> dict[str, Any]:
+        terms: dict[str, Any] = self._deal_view("terms", deal_id)
         self._buyers[deal_id] = terms["buyer"]
         return terms
 
     def broker_of(self, deal_id: int) -> str | None:
         """The broker who opened the deal, or None when there is no such deal."""
-        if deal_id < 1 or self.escrow.call("dealState", deal_id) == State.NONE:
+        try:
+            return str(self._deal_view("broker", deal_id))
+        except UnknownDeal:
             return None
-        return str(self.escrow.call("broker", deal_id))
 
     # --- parcels ---------------------------------------------------------------------------------
     def resolve_parcel(self, parcel: str) -> str:

@@ -40,8 +40,10 @@ from pipeline.service import Services
 
 DAY = 86_400
 ENDED = {"DealSettled", "DealCancelled", "DealDefaulted", "DealRefunded"}  # the escrow's end events
-PRICE, LOAN = 1_000_000_000, 400_000_000
-OWED = 250_000_000  # what the seller still owes on the parcel's mortgage at the seller's bank
+# The deal: a 1,000,000,000 won apartment, 400,000,000 of it on loan, the seller's 근저당
+# (채권최고액 300,000,000) paid off at 250,000,000 (OWED) from the proceeds.
+PRICE, DEPOSIT, INTERIM, BALANCE, LOAN = 1_000_000_000, 100_000_000, 300_000_000, 600_000_000, 400_000_000
+OLD_MORTGAGE, OWED = 300_000_000, 250_000_000
 
 
 def node_ceiling(session: ChainSession, count: int = 1000, batch: int = 200) -> float:
@@ -197,7 +199,7 @@ class Bench:
             pid = registry.register_parcel(
                 number, f"서울특별시 강남구 벤치동 {number[-4:]}", 8_497, LandUse.BUILDING, seller.address
             )
-            registry.add_mortgage(pid, self.s.signers["bank"].address, seller.address, 300_000_000)
+            registry.add_mortgage(pid, self.s.signers["bank"].address, seller.address, OLD_MORTGAGE)
             record = registry.read_parcel(pid)
             assert record is not None
             publish_parcel(self.b.land, self.s.sender("registrar"), record)
@@ -227,9 +229,9 @@ class Bench:
             seller=p.seller.address,
             buyer=p.buyer.address,
             price=PRICE,
-            deposit=100_000_000,
-            interim=300_000_000,
-            balance=600_000_000,
+            deposit=DEPOSIT,
+            interim=INTERIM,
+            balance=BALANCE,
             depositDeadline=now + 7 * DAY,
             interimDeadline=now + 30 * DAY,
             balanceDeadline=now + 60 * DAY,

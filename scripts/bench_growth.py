@@ -73,19 +73,15 @@ from pipeline.credentials import credential_hash
 from pipeline.deals import ACCEPT_TERMS_TYPES, accept_terms_typed_data
 from pipeline.domain import DealTerms, LandUse, Party, State, receipt
 from pipeline.metrics import percentile
+from pipeline.oracles.bank import MAX_UINT
 from pipeline.runtime import deployed_contracts
 from pipeline.service import Services
-from scripts.bench import Bench
+from scripts.bench import BALANCE, DEPOSIT, INTERIM, LOAN, OLD_MORTGAGE, OWED, PRICE, Bench, empty_block_ms
 
 DAY = 86_400
 KST = timezone(timedelta(hours=9))
-# The deal of scripts/bench.py: a 1,000,000,000 won apartment, 400,000,000 of it on loan, the
-# seller's 근저당 (채권최고액 300,000,000) paid off at 250,000,000 from the proceeds.
-PRICE, DEPOSIT, INTERIM, BALANCE, LOAN = 1_000_000_000, 100_000_000, 300_000_000, 600_000_000, 400_000_000
-OWN = PRICE - LOAN  # the buyer's own money: 계약금 + 중도금 + its part of 잔금
-OLD_MORTGAGE, PAYOFF = 300_000_000, 250_000_000
+OWN = PRICE - LOAN  # the buyer's own money: 계약금 + 중도금 + its part of 잔금 (the bench's deal)
 RATE_BPS, TERM_MONTHS, MAX_SECURED = 420, 360, LOAN * 12 // 10  # the reference lender's terms
-MAX_UINT = 2**256 - 1
 # Explicit gas limits (measured use x 1.4 or more): a call whose precondition is an earlier
 # transaction of the same batch cannot be estimated. An out-of-gas deal fails the state checks.
 GAS = {
@@ -602,7 +598,7 @@ class Seeder:
             for deal in ids:
                 yield (
                     to["LoanBook"],
-                    enc.static(self.loans, "statePayoff", deal, 0, PAYOFF),
+                    enc.static(self.loans, "statePayoff", deal, 0, OWED),
                     GAS["statePayoff"],
                 )
 
@@ -689,9 +685,9 @@ class Seeder:
                 problems.append(f"active 을구 entries {list(mortgages)}")
             if loan["status"] != 5 or loan["lender"] != lender:
                 problems.append(f"loan {loan}")
-            if tuple(payoff) != (self.signers["bank"].address, PAYOFF):
+            if tuple(payoff) != (self.signers["bank"].address, OWED):
                 problems.append(f"payoff {payoff}")
-            if proceeds != PRICE - PAYOFF:
+            if proceeds != PRICE - OWED:
                 problems.append(f"seller's claimable {proceeds}")
             if not reported:
                 problems.append("no transaction report")
@@ -877,10 +873,7 @@ def checkpoint(
         oracle.stream.cursor = Cursor(head + 1)
         oracle.store.save_cursor(oracle.stream.cursor)
     # anvil's own cost per block (it grows with the state): every pipeline transaction is a block
-    started = time.perf_counter()
-    for _ in range(5):
-        session.rpc.call("evm_mine")
-    empty_block_ms = (time.perf_counter() - started) / 5 * 1000
+    block_ms = empty_block_ms(session)
     # The deal index reads the blocks seeded since the last checkpoint (from the deployment at
     # the first) once; a restart then resumes from its persisted cursor.
     started = time.perf_counter()
@@ -907,7 +900,7 @@ def checkpoint(
     gas = sum(r["gas"] for r in settled) / len(settled) if settled else 0.0
     return Checkpoint(
         prior=prior, seeded=seeded, gas_per_deal=gas, settled=len(settled), measured=measured,
-        index_build_s=index_build, driver_catch_up_s=catch_up, empty_block_ms=empty_block_ms,
+        index_build_s=index_build, driver_catch_up_s=catch_up, empty_block_ms=block_ms,
         api_ms=api_ms, route_ms=route_ms, metrics_ms=metrics_ms, node_rss_mb=_node_rss_mb(session),
         failures=failures,
     )  # fmt: skip

@@ -9,7 +9,8 @@ import pytest
 from chain.session import ChainSession
 from pipeline.domain import State
 from scripts import bench_growth, cli
-from scripts.bench_growth import PAYOFF, PRICE, Seeder
+from scripts.bench import OWED, PRICE
+from scripts.bench_growth import Seeder
 
 
 def test_seeded_deals_are_settled_on_chain(chain: ChainSession, deployed: dict[str, str], anvil_only: None):
@@ -24,7 +25,7 @@ def test_seeded_deals_are_settled_on_chain(chain: ChainSession, deployed: dict[s
         assert escrow.call("broker", deal) == chain.signers["broker"].address
         assert land.call("ownerOf", terms["parcelId"]) == terms["buyer"]
         assert loans.call("loan", deal)["status"] == 5  # Secured: the lender's 근저당 is registered
-        assert escrow.call("claimable", terms["seller"]) == PRICE - PAYOFF
+        assert escrow.call("claimable", terms["seller"]) == PRICE - OWED
     assert escrow.call("nextDealId") == first + 6
     # the node is handed back as it was: automine on and the configured block gas limit
     block = chain.rpc.call("eth_getBlockByNumber", ["latest", False])
