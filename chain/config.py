@@ -126,7 +126,11 @@ class ContractSpec(_Strict):
     @classmethod
     def _refs(cls, value: list[Any]) -> list[Any]:
         for arg in value:
-            if isinstance(arg, dict) and (len(arg) != 1 or next(iter(arg)) not in ("account", "contract")):
+            if isinstance(arg, dict) and (
+                len(arg) != 1
+                or next(iter(arg)) not in ("account", "contract")
+                or not isinstance(next(iter(arg.values())), str)
+            ):
                 raise ValueError(f"argument {arg!r} must be {{account: NAME}} or {{contract: NAME}}")
         return value
 
@@ -212,7 +216,10 @@ def load_config(path: Path | str | None = None) -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, file, lines)) from None
+        problems = [(tuple(err["loc"]), err["msg"]) for err in exc.errors()]
+        raise ConfigError(_describe(problems, file, lines)) from None
+    if problems := _unknown_references(config):
+        raise ConfigError(_describe(problems, file, lines))
     if config.default_network not in config.networks:
         raise ConfigError(
             f"{file}:{_line(lines, ('networks', 'default'))}: networks.default: "
@@ -268,10 +275,57 @@ def _line(lines: dict[tuple, int], path: tuple) -> int:
     return lines.get(path, 1)
 
 
-def _describe(exc: ValidationError, file: Path, lines: dict[tuple, int]) -> str:
-    problems = []
-    for err in exc.errors():
-        loc = tuple(err["loc"])
+def _unknown_references(config: Config) -> list[tuple[tuple, str]]:
+    """Names in `deployment` that are no contract or account, found on load (with a line)
+    instead of by `deploy` once a node runs."""
+    spec = config.deployment
+    contracts = [c.name for c in spec.contracts]
+    # Which network deploys is only known when a command runs: accept a name that some network
+    # can sign with (embedded ones with dev_accounts, the others with their `accounts:`).
+    embedded = any(n.embedded for n in config.networks.values())
+    accounts = set(config.dev_accounts) if embedded else set()
+    for network in config.networks.values():
+        if not network.embedded:
+            accounts.update(network.accounts)
+    known_accounts = f"accounts: {', '.join(sorted(accounts)) or 'none'}"
+    known_contracts = f"contracts: {', '.join(contracts) or 'none'}"
+    problems: list[tuple[tuple, str]] = []
+    for i, item in enumerate(spec.contracts):
+        for j, arg in enumerate(item.args):
+            if not isinstance(arg, dict):
+                continue
+            ((kind, name),) = arg.items()
+            loc: tuple = ("deployment", "contracts", i, "args", j)
+            if kind == "account" and name not in accounts:
+                problems.append((loc, f"unknown account {name!r}; {known_accounts}"))
+            elif kind == "contract" and name in contracts[i:]:
+                problems.append(
+                    (loc, f"contract {name!r} is not deployed before {item.name}: list it earlier")
+                )
+            elif kind == "contract" and name not in contracts:
+                problems.append((loc, f"unknown contract {name!r}; {known_contracts}"))
+    for i, link in enumerate(spec.links):
+        for key in ("contract", "target"):
+            if (name := getattr(link, key)) not in contracts:
+                problems.append(
+                    (("deployment", "links", i, key), f"unknown contract {name!r}; {known_contracts}")
+                )
+    for contract, roles in spec.roles.items():
+        if contract not in contracts:
+            problems.append(
+                (("deployment", "roles", contract), f"unknown contract {contract!r}; {known_contracts}")
+            )
+        for role, holders in roles.items():
+            for k, holder in enumerate(holders):
+                if holder not in contracts and holder not in accounts:
+                    loc = ("deployment", "roles", contract, role, k)
+                    problems.append((loc, f"unknown {holder!r}; {known_contracts}; {known_accounts}"))
+    return problems
+
+
+def _describe(problems: list[tuple[tuple, str]], file: Path, lines: dict[tuple, int]) -> str:
+    rows = []
+    for loc, message in problems:
         key = ".".join(str(p) for p in loc) or "(top level)"
-        problems.append(f"{file}:{_line(lines, loc)}: {key}: {err['msg']}")
-    return "invalid configuration:\n  " + "\n  ".join(problems)
+        rows.append(f"{file}:{_line(lines, loc)}: {key}: {message}")
+    return "invalid configuration:\n  " + "\n  ".join(rows)

@@ -121,3 +121,58 @@ def test_key_source_needs_exactly_one_kind(tmp_path):
     text = BASE.format(port=0) + "    accounts:\n      bank: {keystore: k.json}\n"
     with pytest.raises(ConfigError, match=r"networks\.live\.accounts\.bank: .*needs 'password'"):
         load_config(write(tmp_path, text))
+
+
+DEPLOYMENT = """\
+dev_accounts:
+  deployer: 0
+  bank: 1
+deployment:
+  contracts:
+    - name: Token
+      args: [{account: deployer}]
+    - name: Escrow
+      args: [{account: deployer}, {contract: Token}]
+  links:
+    - {contract: Escrow, setter: setToken, getter: token, target: Token}
+  roles:
+    Token:
+      BANK_ROLE: [bank, Escrow]
+"""
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "where"),
+    [
+        ("args: [{account: deployer}]", "args: [{account: deployr}]",
+         r":22: deployment\.contracts\.0\.args\.0: unknown account 'deployr'; accounts: bank, deployer"),
+        ("{contract: Token}]", "{contract: Tokn}]",
+         r":24: deployment\.contracts\.1\.args\.1: unknown contract 'Tokn'; contracts: Token, Escrow"),
+        ("args: [{account: deployer}]", "args: [{contract: Escrow}]",
+         r":22: deployment\.contracts\.0\.args\.0: contract 'Escrow' is not deployed before Token"),
+        ("target: Token}", "target: Tokn}",
+         r":26: deployment\.links\.0\.target: unknown contract 'Tokn'"),
+        ("    Token:\n", "    Tokn:\n",
+         r":28: deployment\.roles\.Tokn: unknown contract 'Tokn'"),
+        ("[bank, Escrow]", "[bank, Escrw]",
+         r":29: deployment\.roles\.Token\.BANK_ROLE\.1: unknown 'Escrw'; contracts: Token, Escrow; accounts"),
+    ],
+    ids=["account-arg", "contract-arg", "contract-order", "link", "role-contract", "role-holder"],
+)  # fmt: skip
+def test_unknown_deployment_reference_names_file_line_and_key(tmp_path, old, new, where):
+    good = BASE.format(port=0) + DEPLOYMENT
+    load_config(write(tmp_path, good))  # the references above all resolve
+    path = write(tmp_path, good.replace(old, new))
+    with pytest.raises(ConfigError, match=rf"{path}{where}"):
+        load_config(path)
+
+
+def test_live_network_accounts_count_as_known(tmp_path):
+    """A role may go to an account only a live network has: which network deploys is not known on load."""
+    text = BASE.format(port=0) + "    accounts:\n      multisig: {env: DC_MULTISIG_KEY}\n"
+    text += DEPLOYMENT.replace("[bank, Escrow]", "[multisig]")
+    assert load_config(write(tmp_path, text)).deployment.roles["Token"]["BANK_ROLE"] == ["multisig"]
+    # dev_accounts count only when some network is embedded
+    no_dev = text.replace("    cmd: anvil\n", "").replace("    cmd_settings:\n      port: 0\n", "")
+    with pytest.raises(ConfigError, match=r"deployment\.contracts\.0\.args\.0: unknown account 'deployer'"):
+        load_config(write(tmp_path, no_dev))
