@@ -241,7 +241,10 @@ class RegisterEntry(BaseModel):
     debtor: str | None = None
     amount: int
     rank: int | None = None
-    ref: int
+    ref: int | None = Field(
+        description="the index (same section) of the entry a cancellation or discharge closes; "
+        "null for every other entry"
+    )
     receipt: str
     time: str
     active: bool

@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 
 from api.deps import BrokerageDep, CurrentBroker, ServicesDep
 from api.routes import COMMON, _error
-from api.schemas import TitleView
+from api.schemas import RegisterEntry, TitleView
 from pipeline.service import Services
 
 router = APIRouter(prefix="/parcels", tags=["parcels"], responses=COMMON)
+# The entries that close another; the register stores ref 0 in every other entry, which reads as a
+# reference to entry 0 (the audit's rule: only these get a ref).
+REFERRING = frozenset({"cancellation", "discharge"})
+
+
+def entry_view(entry: dict[str, Any]) -> RegisterEntry:
+    return RegisterEntry.model_validate(
+        {**entry, "ref": entry["ref"] if entry["kind"] in REFERRING else None}
+    )
+
+
+def title_view(title: dict[str, Any]) -> TitleView:
+    return TitleView.model_validate(
+        {
+            **title,
+            "encumbrances": [entry_view(e) for e in title["encumbrances"]],
+            "history": [entry_view(e) for e in title["history"]],
+        }
+    )
 
 
 def resolve(services: Services, parcel: str) -> str:
@@ -40,4 +59,4 @@ def get_title(
         ),
     ],
 ) -> TitleView:
-    return TitleView.model_validate(brokerage.title(resolve(services, parcel)))
+    return title_view(brokerage.title(resolve(services, parcel)))
