@@ -126,6 +126,19 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+# What a strict integer field got instead, for a message that says why `1.0` is no integer here.
+NOT_AN_INTEGER = {
+    bool: "true/false",
+    float: "a number with a fraction or an exponent (1.0, 1e3)",
+    str: "a string",
+}
+
+
+def _message(error: Any) -> str:
+    got = NOT_AN_INTEGER.get(type(error.get("input"))) if error.get("type") == "int_type" else None
+    return f"Input should be a JSON integer, not {got}" if got else str(error.get("msg", ""))
+
+
 def describe(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]] | None:
     """(status, body, headers) for an exception the API knows, else None."""
     if isinstance(exc, IdempotentReplay):
@@ -134,7 +147,7 @@ def describe(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]] |
         return exc.status, error_body(exc.code, exc.message, _jsonable(exc.details)), exc.headers
     if isinstance(exc, RequestValidationError | ValidationError):
         errors = [
-            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            {"loc": list(e.get("loc", ())), "msg": _message(e), "type": str(e.get("type", ""))}
             for e in exc.errors()
         ]
         where = ", ".join(".".join(str(p) for p in e["loc"]) or "request" for e in errors[:5])

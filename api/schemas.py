@@ -48,8 +48,10 @@ def _ecdsa(value: str) -> str:
 
 
 EcdsaSignature = Annotated[Signature, AfterValidator(_ecdsa)]
-Won = Annotated[int, Field(ge=0, lt=MAX_WON, description="an amount in won (KRW), an integer")]
-Seconds = Annotated[int, Field(ge=0, lt=MAX_UINT64, description="UTC seconds since 1970")]
+# Every integer of a body is strict: lax pydantic took true, 1.0, 1e3 and "100" as 1, 1, 1000 and 100,
+# and the chain minted what it was given. Query and path integers stay lax: they arrive as text.
+Won = Annotated[int, Field(strict=True, ge=0, lt=MAX_WON, description="an amount in won (KRW), an integer")]
+Seconds = Annotated[int, Field(strict=True, ge=0, lt=MAX_UINT64, description="UTC seconds since 1970")]
 PartyName = Literal["buyer", "seller"]
 StateName = Literal[
     "open",
@@ -156,18 +158,23 @@ class PaymentIn(Input):
     )
 
     party: PartyName
-    amount: Annotated[int, Field(ge=1, lt=MAX_WON, description="won paid in at the bank")]
+    amount: Annotated[int, Field(strict=True, ge=1, lt=MAX_WON, description="won paid in at the bank")]
 
 
 class CredentialDocumentIn(Input):
-    kind: Literal[0, 1, 2] = Field(description="0 resident registration, 1 family relation, 2 income")
+    # not Literal[0, 1, 2]: a literal takes true and 1.0 for 1, strict or not
+    kind: Annotated[
+        int,
+        Field(strict=True, ge=0, le=2, description="0 resident registration, 1 family relation, 2 income"),
+    ]
     subject: Address
     issuer: Address
     issued_at: Seconds
     expiry: Seconds
-    claims: dict[Annotated[str, Field(max_length=100)], Annotated[str, Field(max_length=1000)] | int] = Field(
-        default_factory=dict, max_length=50
-    )
+    claims: dict[
+        Annotated[str, Field(max_length=100)],
+        Annotated[str, Field(max_length=1000)] | Annotated[int, Field(strict=True)],
+    ] = Field(default_factory=dict, max_length=50)
 
     @field_validator("claims")
     @classmethod
