@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
 import uuid
@@ -34,6 +35,15 @@ SCHEMA = [
         created_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (broker_id, key))""",
 ]
 KEY_PREFIX = "dc_"
+
+
+KEY_PATTERN = re.compile(re.escape(KEY_PREFIX) + r"([0-9a-f]+)_([A-Za-z0-9_-]+)")  # as issue_key makes them
+
+
+def split_key(token: str) -> tuple[str, str] | None:
+    """(key_id, secret) of a token in the form of a key, else None."""
+    match = KEY_PATTERN.fullmatch(token)
+    return None if match is None else (match[1], match[2])
 
 
 @dataclass(frozen=True)
@@ -111,10 +121,8 @@ class ApiStore:
 
     def authenticate(self, token: str) -> Broker | None:
         """The broker holding this unrevoked key, or None."""
-        if not token.startswith(KEY_PREFIX):
-            return None
-        parts = token[len(KEY_PREFIX) :].split("_", 1)
-        if len(parts) != 2 or not parts[0] or not parts[1]:
+        parts = split_key(token)
+        if parts is None:
             return None
         key_id, secret = parts
         with self.engine.connect() as conn:

@@ -22,8 +22,9 @@ from fastapi import Depends, Header, Path, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import HTTPConnection
 
-from api.db import ApiStore, Broker
+from api.db import ApiStore, Broker, split_key
 from api.errors import ApiError, DealNotFound, IdempotentReplay, RateLimited, Unauthenticated
 from api.settings import Settings
 from pipeline.brokerage import Brokerage
@@ -58,8 +59,51 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 # --- authentication and rate limiting ----------------------------------------------------------
 
-bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer dc_<key_id>_<secret>`")
-api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the same key in X-API-Key")
+UNAUTHENTICATED = {"WWW-Authenticate": "Bearer"}
+KEY_FORM = "`dc_<key_id>_<secret>`"
+
+
+def _key(value: str, header: str) -> str:
+    """The key a present auth header carries: a malformed one is refused, never passed over for the
+    other header (a client would not learn which of its keys acted)."""
+    token = value.strip()
+    if split_key(token) is None:
+        raise Unauthenticated(f"{header} does not carry an API key ({KEY_FORM})", headers=UNAUTHENTICATED)
+    return token
+
+
+class StrictBearer(HTTPBearer):
+    """HTTPBearer, but an Authorization header of another scheme or without a key is a 401
+    instead of no credentials."""
+
+    async def __call__(self, request: HTTPConnection) -> HTTPAuthorizationCredentials | None:
+        authorization = request.headers.get("Authorization")
+        if authorization is None:
+            return None
+        scheme, _, credentials = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer":
+            raise Unauthenticated(
+                "the Authorization header must be `Bearer <key>` (no other scheme)", headers=UNAUTHENTICATED
+            )
+        return HTTPAuthorizationCredentials(
+            scheme=scheme, credentials=_key(credentials, "Authorization: Bearer")
+        )
+
+
+class StrictAPIKeyHeader(APIKeyHeader):
+    """APIKeyHeader, but a header that is present and empty or malformed is a 401."""
+
+    def check_api_key(self, api_key: str | None) -> str | None:
+        return None if api_key is None else _key(api_key, self.model.name)
+
+
+# scheme names as FastAPI's own classes have them: the OpenAPI security schemes keep their names
+bearer = StrictBearer(
+    auto_error=False, scheme_name="HTTPBearer", description="`Authorization: Bearer dc_<key_id>_<secret>`"
+)
+api_key_header = StrictAPIKeyHeader(
+    name="X-API-Key", auto_error=False, scheme_name="APIKeyHeader", description="the same key in X-API-Key"
+)
 
 
 def authenticate(
@@ -67,15 +111,20 @@ def authenticate(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     api_key: Annotated[str | None, Depends(api_key_header)],
 ) -> Broker:
-    token = credentials.credentials if credentials is not None else api_key
+    bearer_key = credentials.credentials if credentials is not None else None
+    if bearer_key is not None and api_key is not None and bearer_key != api_key:
+        raise Unauthenticated(
+            "Authorization and X-API-Key carry different keys: send one", headers=UNAUTHENTICATED
+        )
+    token = bearer_key or api_key
     if not token:
         raise Unauthenticated(
             "send your API key as `Authorization: Bearer <key>` or `X-API-Key: <key>`",
-            headers={"WWW-Authenticate": "Bearer"},
+            headers=UNAUTHENTICATED,
         )
-    broker = store.authenticate(token.strip())
+    broker = store.authenticate(token)
     if broker is None:
-        raise Unauthenticated("unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+        raise Unauthenticated("unknown or revoked API key", headers=UNAUTHENTICATED)
     return broker
 
 

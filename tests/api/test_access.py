@@ -125,3 +125,41 @@ def test_swagger_ui_and_an_honest_schema(api: Api):
     error_ref = payments["responses"]["422"]["content"]["application/json"]["schema"]["$ref"]
     assert error_ref.endswith("/ErrorBody")
     assert any(p["name"] == "Idempotency-Key" for p in payments["parameters"])
+
+
+@pytest.mark.parametrize(
+    ("bearer", "x_api_key", "names"),
+    [
+        ("Basic eDp5", "{key}", "Authorization"),  # another scheme
+        ("Bearer", "{key}", "Authorization"),  # the scheme alone
+        ("Bearer {key} {key}", "{key}", "Authorization"),
+        ("{key}", "{key}", "Authorization"),  # the key without its scheme
+        ("Bearer nope", "{key}", "Authorization"),  # not in the form of a key
+        ("Bearer {key}", "", "X-API-Key"),
+        ("Bearer {key}", "nope", "X-API-Key"),
+        ("Bearer {key}", "dc_0123456789abcdef", "X-API-Key"),  # no secret
+        ("Bearer {key}", "dc__secret", "X-API-Key"),  # no key id
+        ("Bearer {key}", "{other}", "different keys"),  # which broker would act?
+    ],
+)
+def test_a_malformed_credential_is_401_even_beside_a_good_key(
+    api: Api, bearer: str, x_api_key: str, names: str
+):
+    keys = {"key": api.keys["broker"], "other": api.keys["broker2"]}
+    headers = {"Authorization": bearer.format(**keys), "X-API-Key": x_api_key.format(**keys)}
+    next_deal = api.world.escrow.call("nextDealId")
+    for r in (
+        httpx.get(f"{api.url}/deals", headers=headers),
+        httpx.post(f"{api.url}/deals", json=api.terms(), headers=headers),
+    ):
+        assert r.status_code == 401 and r.headers["WWW-Authenticate"] == "Bearer", r.text
+        error = r.json()["error"]
+        assert error["code"] == "unauthenticated" and names in error["message"], error
+    assert api.world.escrow.call("nextDealId") == next_deal  # nothing opened
+    # alone, the malformed header is refused as well
+    alone = {k: v for k, v in headers.items() if k in names}
+    if alone:
+        assert httpx.get(f"{api.url}/deals", headers=alone).status_code == 401
+    # the same key in both headers is no conflict, and the scheme's case does not matter
+    same = {"Authorization": f"bearer {keys['key']}", "X-API-Key": keys["key"]}
+    assert httpx.get(f"{api.url}/deals", headers=same).status_code == 200
