@@ -25,7 +25,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
 from api.db import ApiStore, Broker, split_key
-from api.errors import ApiError, DealNotFound, IdempotentReplay, RateLimited, Unauthenticated
+from api.errors import (
+    IDEMPOTENCY_KEY,
+    ApiError,
+    DealNotFound,
+    IdempotentReplay,
+    RateLimited,
+    Unauthenticated,
+)
 from api.settings import Settings
 from pipeline.brokerage import Brokerage
 from pipeline.service import Services
@@ -222,31 +229,18 @@ def _request_hash(method: str, path: str, body: bytes) -> str:
     return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + canonical).hexdigest()
 
 
-IdempotencyKeyHeader = Annotated[
-    str | None,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=200,
-        pattern=r"^[\x21-\x7e]+$",
-        description="any unique string (a UUID): a retry with the same key and body replays the first "
-        "response; the same key with another body is refused",
-        examples=["3f1c0f9e-6b7a-4c7e-9a43-0c9f6f0a1b2c"],
-    ),
-]
+IdempotencyKeyHeader = Header(
+    alias=IDEMPOTENCY_KEY,
+    min_length=1,
+    max_length=200,
+    pattern=r"^[\x21-\x7e]+$",
+    description="any unique string (a UUID): a retry with the same key and body replays the first "
+    "response; the same key with another body is refused",
+    examples=["3f1c0f9e-6b7a-4c7e-9a43-0c9f6f0a1b2c"],
+)
 
 
-async def _idempotency(
-    request: Request, store: ApiStore, broker: Broker, key: str | None, required: bool
-) -> Idempotency | None:
-    if key is None:
-        if required:
-            raise ApiError(
-                "this request moves money: send an Idempotency-Key header (e.g. a UUID)",
-                code="idempotency_key_required",
-                status=400,
-            )
-        return None
+async def _idempotency(request: Request, store: ApiStore, broker: Broker, key: str) -> Idempotency:
     scope = f"{request.method} {request.url.path}"
     digest = _request_hash(request.method, request.url.path, await request.body())
     existing = await run_in_threadpool(store.claim, broker.id, key, scope, digest)
@@ -272,19 +266,23 @@ async def _idempotency(
 
 
 async def optional_idempotency(
-    request: Request, store: StoreDep, broker: CurrentBroker, key: IdempotencyKeyHeader = None
+    request: Request,
+    store: StoreDep,
+    broker: CurrentBroker,
+    key: Annotated[str | None, IdempotencyKeyHeader] = None,
 ) -> Idempotency | None:
-    return await _idempotency(request, store, broker, key, required=False)
+    return None if key is None else await _idempotency(request, store, broker, key)
 
 
 async def required_idempotency(
-    request: Request, store: StoreDep, broker: CurrentBroker, key: IdempotencyKeyHeader = None
-) -> Idempotency | None:
-    return await _idempotency(request, store, broker, key, required=True)
+    request: Request, store: StoreDep, broker: CurrentBroker, key: Annotated[str, IdempotencyKeyHeader]
+) -> Idempotency:
+    """Required in the spec too: a request without the header gets api.errors' 400."""
+    return await _idempotency(request, store, broker, key)
 
 
 IdempotencyDep = Annotated[Idempotency | None, Depends(optional_idempotency)]
-RequiredIdempotency = Annotated[Idempotency | None, Depends(required_idempotency)]
+RequiredIdempotency = Annotated[Idempotency, Depends(required_idempotency)]
 
 
 def done(idem: Idempotency | None, status: int, model: BaseModel) -> Any:

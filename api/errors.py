@@ -102,6 +102,16 @@ class DealNotFound(ApiError, LookupError):
         super().__init__(f"no deal {deal_id} among this broker's deals", details={"deal_id": deal_id})
 
 
+IDEMPOTENCY_KEY = "Idempotency-Key"
+
+
+class IdempotencyKeyRequired(ApiError):
+    code = "idempotency_key_required"
+
+    def __init__(self) -> None:
+        super().__init__(f"this request moves money: send an {IDEMPOTENCY_KEY} header (e.g. a UUID)")
+
+
 class IdempotentReplay(ApiError):
     """Not an error: the stored response of an earlier request with the same Idempotency-Key."""
 
@@ -139,12 +149,23 @@ def _message(error: Any) -> str:
     return f"Input should be a JSON integer, not {got}" if got else str(error.get("msg", ""))
 
 
+def _missing_idempotency_key(exc: RequestValidationError) -> bool:
+    return any(
+        e.get("type") == "missing" and tuple(e.get("loc", ())) == ("header", IDEMPOTENCY_KEY)
+        for e in exc.errors()
+    )
+
+
 def describe(exc: BaseException) -> tuple[int, dict[str, Any], dict[str, str]] | None:
     """(status, body, headers) for an exception the API knows, else None."""
     if isinstance(exc, IdempotentReplay):
         return exc.status, exc.body, {"Idempotent-Replayed": "true"}
     if isinstance(exc, ApiError):
         return exc.status, error_body(exc.code, exc.message, _jsonable(exc.details)), exc.headers
+    if isinstance(exc, RequestValidationError) and _missing_idempotency_key(exc):
+        # the header is required in the spec; its absence stays the 400 it always was, whatever
+        # else is wrong with the request
+        return describe(IdempotencyKeyRequired())
     if isinstance(exc, RequestValidationError | ValidationError):
         errors = [
             {"loc": list(e.get("loc", ())), "msg": _message(e), "type": str(e.get("type", ""))}
