@@ -170,6 +170,15 @@ def create_app(services: Services, settings: Settings | None = None) -> FastAPI:
     app.state.http_requests = Counter()
     for module in (parcels, deals, signing, money, credentials, events, ops):
         app.include_router(module.router)
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = default_openapi()  # built on the first call, then cached
+        for name, model in events.data_schemas().items():
+            schema["components"]["schemas"].setdefault(name, model)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     errors.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestLog, counts=app.state.http_requests)

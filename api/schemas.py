@@ -347,6 +347,20 @@ class Timeline(BaseModel):
     steps: list[Step]
 
 
+class StepEvent(Step):
+    """The data of an SSE `step` event: a timeline entry of the deal."""
+
+    deal_id: int
+
+
+class StateEvent(BaseModel):
+    """The data of an SSE `state` event: the deal's state and what it waits for."""
+
+    deal_id: int
+    state: StateName
+    waiting: Waiting | None
+
+
 class TypedField(BaseModel):
     name: str
     type: str

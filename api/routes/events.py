@@ -10,15 +10,61 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
+from pydantic.json_schema import models_json_schema
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import BrokerageDep, OwnedDeal, SettingsDep
 from api.routes import COMMON, DEAL
+from api.schemas import StateEvent, StepEvent
 from api.settings import Settings
 from pipeline.brokerage import Brokerage
 
 router = APIRouter(prefix="/deals", tags=["events"], responses={**COMMON, **DEAL})
 TERMINAL = {"settled", "cancelled", "defaulted", "refunded"}
+COMPONENTS = "#/components/schemas/{model}"
+STEP_ID = {"type": "string", "pattern": "^[0-9]+:[0-9]+$", "description": "the step's `<block>:<log_index>`"}
+
+WIRE_FORMAT = """\
+One event per frame, frames separated by a blank line, `data:` one line of JSON:
+
+    event: step
+    id: 812:3
+    data: {"deal_id": 7, "step": "PaymentReceived", "contract": "DealEscrow", "by": "0x...", ...}
+
+    event: state
+    data: {"deal_id": 7, "state": "deposit_paid", "waiting": {"step": "interim", "reason": "..."}}
+
+`step` (data: StepEvent): one per timeline entry, in chain order; its `id:` is `<block>:<log_index>`.
+`state` (data: StateEvent, no `id:`): first, then on each change of the state or of what it waits for.
+A `: keepalive` comment line comes when nothing happened for a while. The stream ends after a
+`state` event with a terminal state (settled, cancelled, defaulted, refunded)."""
+
+
+def _frame(
+    event: str, data: type[StepEvent | StateEvent], event_id: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """One event as OpenAPI 3.2 describes SSE items: its fields, `data` as JSON of `data`'s schema."""
+    properties: dict[str, Any] = {
+        "event": {"type": "string", "const": event},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": COMPONENTS.format(model=data.__name__)},
+        },
+    }
+    if event_id is not None:
+        properties["id"] = event_id
+    return {"type": "object", "required": sorted(properties), "properties": properties}
+
+
+def data_schemas() -> dict[str, Any]:
+    """The events' data models for components/schemas: no response_model names them, so FastAPI
+    would leave them out."""
+    _, schema = models_json_schema(
+        [(StepEvent, "serialization"), (StateEvent, "serialization")], ref_template=COMPONENTS
+    )
+    defs: dict[str, Any] = schema["$defs"]
+    return defs
 
 
 def sse(event: str, data: dict[str, Any], event_id: str | None = None) -> bytes:
@@ -72,7 +118,14 @@ async def deal_events(
     responses={
         200: {
             "description": "text/event-stream of `step` and `state` events",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {
+                "text/event-stream": {
+                    "schema": {"type": "string", "description": WIRE_FORMAT},
+                    "itemSchema": {
+                        "oneOf": [_frame("step", StepEvent, STEP_ID), _frame("state", StateEvent)]
+                    },
+                }
+            },
         }
     },
 )

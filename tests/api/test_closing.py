@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from api.schemas import StateEvent, StepEvent
 from tests.api.conftest import Api
 
 
@@ -66,6 +67,9 @@ def test_happy_path_settles_itself(api: Api):
     events = read_events(api, deal)
     assert events[-1] == ("state", {"deal_id": deal, "state": "settled", "waiting": None})
     assert [e["step"] for kind, e in events if kind == "step"] == steps
+    # each event's data is exactly its documented model (the OpenAPI's itemSchema names them)
+    documented = {"step": StepEvent, "state": StateEvent}
+    assert all(documented[kind].model_validate(e).model_dump(mode="json") == e for kind, e in events)
 
     listed = api.ok(api.get("/deals", params={"state": "settled"}))
     assert [d["deal_id"] for d in listed["items"]] == [deal]
