@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
+import functools
 import json
 import os
+import queue
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 from chain.config import Config, NetworkSettings
 from chain.errors import NodeError
@@ -46,11 +55,85 @@ def rpc_answers(url: str, timeout: float = 1.0) -> int | None:
         return None
 
 
+# What the node gets when its owner dies: the signal stop() sends, on which anvil and ganache
+# write their state (npm's anvil wrapper forwards it too).
+DEATH_SIGNAL = signal.SIGINT
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+# How long a start waits for a node whose owner is gone (it is writing its state on the way out).
+ORPHAN_GRACE = 15.0
+
+
+def _dies_with_owner() -> Callable[[], None] | None:
+    """A preexec_fn that makes the child get DEATH_SIGNAL when its owner dies (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None).prctl  # resolved before the fork
+    owner = os.getpid()
+
+    def preexec() -> None:
+        # Between fork and exec, so nothing that takes a lock: one libc call and getppid.
+        prctl(_PR_SET_PDEATHSIG, int(DEATH_SIGNAL))
+        if os.getppid() != owner:  # the owner died before prctl: no signal will ever come
+            os._exit(1)
+
+    return preexec
+
+
+_SpawnJob = tuple[Callable[[], "subprocess.Popen[bytes]"], "Future[subprocess.Popen[bytes]]"]
+_spawn_jobs: queue.SimpleQueue[_SpawnJob] = queue.SimpleQueue()
+_spawner: threading.Thread | None = None
+_spawner_lock = threading.Lock()
+
+
+def _spawn(popen: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+    """Run `popen` on one daemon thread that lives as long as the process: the parent-death
+    signal fires when the *thread* that forked the child exits, so a node started from a
+    short-lived thread would otherwise die with that thread."""
+    global _spawner
+    with _spawner_lock:
+        if _spawner is None:
+            _spawner = threading.Thread(target=_spawn_forever, name="node-spawner", daemon=True)
+            _spawner.start()
+    done: Future[subprocess.Popen[bytes]] = Future()
+    _spawn_jobs.put((popen, done))
+    return done.result()
+
+
+def _spawn_forever() -> None:
+    while True:
+        popen, done = _spawn_jobs.get()
+        try:
+            done.set_result(popen())
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, which re-raises it
+            done.set_exception(exc)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        pass
+    return True
+
+
+def read_lock(lock_file: Path) -> dict[str, int]:
+    """The PIDs a state lock file records: `owner` (the deedchain process) and `node`."""
+    try:
+        lines = lock_file.read_text().splitlines()
+    except OSError:
+        return {}
+    pids = (line.split() for line in lines)
+    return {p[0]: int(p[1]) for p in pids if len(p) == 2 and p[1].isdigit()}
+
+
 class EmbeddedNode:
     """A local node process owned by deedchain. Use as a context manager or start()/stop().
 
     State lives in `cmd_settings.state` (relative to the project root) unless `state` is
-    given; pass `state=None` and `persist=False` for a throwaway chain.
+    given; pass `state=None` and `persist=False` for a throwaway chain. A node with state holds
+    `lock_file` while it runs, and no node outlives its owner (Linux: a parent-death signal).
     """
 
     def __init__(
@@ -76,6 +159,12 @@ class EmbeddedNode:
         self.port = port if port is not None else settings.port
         self.process: subprocess.Popen[bytes] | None = None
         self.log_file = config.root / ".deedchain" / name / f"{self.kind}.log"
+        self._lock_fd: int | None = None
+
+    @property
+    def lock_file(self) -> Path | None:
+        """Next to the state: held while the node runs, so no second node writes that state."""
+        return self.state.with_name(self.state.name + ".lock") if self.state else None
 
     @property
     def url(self) -> str:
@@ -172,6 +261,15 @@ class EmbeddedNode:
     def start(self, timeout: float = 60.0) -> EmbeddedNode:
         if self.process is not None:
             return self
+        self._lock_state()
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self._kill()
+            self._unlock()
+            raise
+
+    def _start(self, timeout: float) -> EmbeddedNode:
         fixed_port = self.port != 0
         if fixed_port and not port_is_free(self.port):
             raise NodeError(f"port {self.port} on 127.0.0.1 is in use; set cmd_settings.port: 0")
@@ -180,13 +278,8 @@ class EmbeddedNode:
                 self.port = free_port()
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
             with self.log_file.open("ab") as log:
-                self.process = subprocess.Popen(
-                    self._command(),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,  # Ctrl-C in a terminal reaches us, not the node
-                )
+                self.process = _spawn(functools.partial(self._popen, log))
+            self._write_lock(node=self.process.pid)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
@@ -202,6 +295,17 @@ class EmbeddedNode:
                 break
         raise NodeError(f"{self.kind} exited at start; see {self.log_file}:\n{self._log_tail()}")
 
+    def _popen(self, log: IO[bytes]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            self._command(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C in a terminal reaches us, not the node
+            preexec_fn=_dies_with_owner(),  # but our death does
+            pass_fds=() if self._lock_fd is None else (self._lock_fd,),
+        )
+
     def stop(self, timeout: float = 30.0) -> None:
         """Stop gracefully so the node writes its state; kill only if it hangs."""
         if self.process is None:
@@ -213,12 +317,53 @@ class EmbeddedNode:
             except subprocess.TimeoutExpired:
                 self._kill()
         self.process = None
+        self._unlock()
 
     def _kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
         self.process = None
+
+    def _lock_state(self) -> None:
+        """Take the state's lock or raise a NodeError naming who holds it. The node inherits
+        the locked file, so the lock lasts until the node itself exits, even if we are killed;
+        a node whose owner is gone gets ORPHAN_GRACE to write its state and go."""
+        lock_file = self.lock_file
+        if lock_file is None:
+            return
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + ORPHAN_GRACE
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = read_lock(lock_file)
+                owner_gone = "owner" in holder and not _pid_alive(holder["owner"])
+                if not owner_gone or time.monotonic() > deadline:
+                    os.close(fd)
+                    raise NodeError(
+                        f"{self.state} is in use by deedchain PID {holder.get('owner', '?')} "
+                        f"({self.kind} PID {holder.get('node', '?')}); stop it first"
+                    ) from None
+                time.sleep(0.1)
+        self._lock_fd = fd
+        self._write_lock()
+
+    def _write_lock(self, node: int | None = None) -> None:
+        if self._lock_fd is None:
+            return
+        text = f"owner {os.getpid()}\n" + (f"node {node}\n" if node else "")
+        os.ftruncate(self._lock_fd, 0)
+        os.pwrite(self._lock_fd, text.encode(), 0)
+
+    def _unlock(self) -> None:
+        """Close our copy of the locked file; the lock goes once the node's copy is closed too."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def _log_tail(self, lines: int = 20) -> str:
         try:

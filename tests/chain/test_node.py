@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from chain.deploy import deploy_project
 from chain.errors import NodeError
-from chain.node import EmbeddedNode, rpc_answers
+from chain.node import EmbeddedNode, read_lock, rpc_answers
 from chain.session import ChainSession
 from tests.conftest import NETWORK_FOR
 
@@ -36,6 +38,30 @@ def test_restart_keeps_state(config, tmp_path, kind, node_kind):
         # the sender picks up the nonce from the node after a restart
         token.transact(second.sender("bank"), "mint", buyer, 1)
         assert token.call("balanceOf", buyer) == 123_457
+
+
+@pytest.mark.parametrize("kind", ["anvil", "ganache"])
+def test_one_state_one_node(config, tmp_path, kind, node_kind):
+    """A second node on a state in use is refused, naming who holds it; a throwaway node needs
+    no lock, and the state is free again once its node stopped."""
+    if node_kind == "docker-ganache":
+        pytest.skip("the docker run tests the container, not the embedded node")
+    name = NETWORK_FOR[kind]
+    network = config.networks[name]
+    state = tmp_path / ("state.json" if kind == "anvil" else "db")
+    with EmbeddedNode(config, network, name=name, state=state) as first:
+        assert first.process is not None and first.lock_file is not None
+        assert read_lock(first.lock_file) == {"owner": os.getpid(), "node": first.process.pid}
+        second = EmbeddedNode(config, network, name=name, state=state)
+        with pytest.raises(
+            NodeError, match=f"in use by deedchain PID {os.getpid()} .{kind} PID {first.process.pid}."
+        ):
+            second.start(timeout=10)
+        assert second.process is None and rpc_answers(first.url) is not None
+        with EmbeddedNode(config, network, persist=False) as throwaway:
+            assert throwaway.lock_file is None
+    with EmbeddedNode(config, network, name=name, state=state) as again:
+        assert rpc_answers(again.url) is not None
 
 
 def test_two_nodes_get_distinct_free_ports(config):
