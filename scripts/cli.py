@@ -27,15 +27,25 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 
 
 def _cmd_node(args: argparse.Namespace) -> int:
+    import threading
+
     from chain.config import load_config
     from chain.node import EmbeddedNode
 
     config = load_config(args.config)
     name, network = config.network(args.network)
     node = EmbeddedNode(config, network, name=name).start()
-    print(f"{network.cmd} for network {name!r} on {node.url}; state in {node.state}. Ctrl-C stops it.")
     try:
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        # Handlers, not sigwait: sigwait only takes blocked signals, so SIGTERM killed us
+        # outright (the node left running) and SIGINT raised KeyboardInterrupt (exit 130).
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        print(
+            f"{network.cmd} for network {name!r} on {node.url}; state in {node.state}. Ctrl-C stops it.",
+            flush=True,
+        )
+        stop.wait()
     finally:
         node.stop()
         print("stopped; state saved")
@@ -70,6 +80,8 @@ def _cmd_accounts(args: argparse.Namespace) -> int:
 
 def _cmd_oracles(args: argparse.Namespace) -> int:
     """Run the registry and bank oracles with the reference back offices until stopped."""
+    import threading
+
     from chain.config import load_config
     from chain.rpc import Rpc
     from chain.session import ChainSession
@@ -93,12 +105,15 @@ def _cmd_oracles(args: argparse.Namespace) -> int:
         poll_interval=args.poll,
     )
     threads = OracleThreads(oracles).start()
-    print(
-        f"oracles running on chain {session.chain_id}: " + ", ".join(o.store.oracle for o in oracles),
-        flush=True,
-    )
     try:
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        stop = threading.Event()  # handlers, not sigwait: see _cmd_node
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        print(
+            f"oracles running on chain {session.chain_id}: " + ", ".join(o.store.oracle for o in oracles),
+            flush=True,
+        )
+        stop.wait()
     finally:
         threads.stop()
         session.close()
