@@ -150,14 +150,28 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.network, args.config, as_json=args.json)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="deedchain", description=__doc__)
-    parser.add_argument("--config", type=Path, default=None, help="brownie-config.yaml to use")
+RPC_COMMANDS = ("audit", "oracles")  # the commands that can read a node already running (--rpc)
+
+
+def _selection(parser: argparse.ArgumentParser, default: object) -> None:
+    """--config and --network: on the main parser with default None, on each subcommand's with
+    default SUPPRESS, so that a value given before the subcommand is kept."""
+    parser.add_argument("--config", type=Path, default=default, help="brownie-config.yaml to use")
     parser.add_argument(
         "--network",
-        default=None,
+        default=default,
         help="network from brownie-config.yaml (default: $DEEDCHAIN_NETWORK or networks.default)",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deedchain", description=__doc__)
+    _selection(parser, None)
+    parser.add_argument(
+        "--rpc", default=None, help=f"JSON-RPC URL of a running node ({', '.join(RPC_COMMANDS)})"
+    )
+    selection = argparse.ArgumentParser(add_help=False)
+    _selection(selection, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
     commands: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
         "compile": (_cmd_compile, "compile contracts/ (cached under build/)"),
@@ -172,13 +186,17 @@ def build_parser() -> argparse.ArgumentParser:
         "oracles": (_cmd_oracles, "run the registry and bank oracles with the reference back offices"),
     }
     for name, (func, help_text) in commands.items():
-        p = sub.add_parser(name, help=help_text)
+        p = sub.add_parser(name, help=help_text, parents=[selection])
         p.set_defaults(func=func)
         if name == "compile":
             p.add_argument("--force", action="store_true", help="ignore the cache")
         if name == "oracles":
             state = ".deedchain/institutions"
-            p.add_argument("--rpc", help="JSON-RPC URL of a running node (default: the network's)")
+            p.add_argument(
+                "--rpc",
+                default=argparse.SUPPRESS,
+                help="JSON-RPC URL of a running node (default: the network's)",
+            )
             p.add_argument(
                 "--deployments", type=Path, default=None, help="folder of deployments/<chain>.json"
             )
@@ -213,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     from pipeline.audit.commands import add_audit_group
 
-    add_audit_group(sub)  # audit property|deal|verify: read-only, no keys
+    add_audit_group(sub, [selection])  # audit property|deal|verify: read-only, no keys
     from scripts.bench_invariants import add_command as add_bench_invariants
 
     add_bench_invariants(sub)  # bench-invariants: the contracts' state machine on its own throwaway anvil
@@ -221,7 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.rpc is not None and args.command not in RPC_COMMANDS:
+        parser.error(f"--rpc is only for {' and '.join(RPC_COMMANDS)}")
     try:
         code: int = args.func(args)
     except ChainError as exc:

@@ -30,10 +30,16 @@ from pipeline.audit.verify import RegistryRecords, verify
 
 
 def add_common(p: argparse.ArgumentParser, *, standalone: bool = False) -> None:
+    """The audit's options. `deedchain` gives every subcommand --config and --network and takes
+    --rpc before the subcommand too: there --rpc defaults to SUPPRESS, keeping a value given before."""
     if standalone:
         p.add_argument("--config", type=Path, default=None, help="brownie-config.yaml to use")
         p.add_argument("--network", default=None, help="network from brownie-config.yaml")
-    p.add_argument("--rpc", help="JSON-RPC URL of a running node (e.g. the one `deedchain serve` started)")
+    p.add_argument(
+        "--rpc",
+        default=None if standalone else argparse.SUPPRESS,
+        help="JSON-RPC URL of a running node (e.g. the one `deedchain serve` started)",
+    )
     p.add_argument("--deployments", type=Path, default=None, help="folder of deployments/<chain>.json")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
 
@@ -160,12 +166,13 @@ COMMANDS = {
 }
 
 
-def add_audit_group(sub: Any) -> None:
-    """Register `audit property|deal|verify` on the main parser's subparsers."""
-    audit = sub.add_parser("audit", help="the auditors' explorer (read-only, no keys)")
+def add_audit_group(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    """Register `audit property|deal|verify` on the main parser's subparsers; `parents` holds
+    the options every subcommand takes."""
+    audit = sub.add_parser("audit", help="the auditors' explorer (read-only, no keys)", parents=parents)
     group = audit.add_subparsers(dest="audit_command", required=True)
     for name, (add, run, help_text) in COMMANDS.items():
-        p = group.add_parser(name, help=help_text)
+        p = group.add_parser(name, help=help_text, parents=parents)
         add_common(p)
         add(p)
         p.set_defaults(func=run)
