@@ -45,7 +45,7 @@ def add_common(p: argparse.ArgumentParser, *, standalone: bool = False) -> None:
 
 
 def add_property(p: argparse.ArgumentParser) -> None:
-    p.add_argument("parcel", help="parcel number (지번) or parcel id (0x...)")
+    p.add_argument("parcel", help="parcel number (지번), parcel id (0x...) or a sample parcel's name")
     p.add_argument("--csv", type=Path, metavar="DIR", help="write one CSV per table into DIR")
     p.add_argument("--html", type=Path, metavar="FILE", help="write one self-contained HTML file")
 
@@ -75,6 +75,13 @@ def _open(args: argparse.Namespace) -> AuditChain:
     return AuditChain.connect(args.network, args.config, rpc_url=args.rpc, deployments_dir=args.deployments)
 
 
+def _parcel_number(parcel: str) -> str:
+    """A sample parcel's name (the broker API takes them too) -> its number; else as given."""
+    from pipeline.adapters.sample_data import SAMPLE_PARCELS  # here: it loads the reference back offices
+
+    return next((s.number for s in SAMPLE_PARCELS if s.label == parcel), parcel)
+
+
 def _emit(args: argparse.Namespace, report: dict[str, Any], text: str) -> None:
     if args.csv:
         for path in write_csv(report, args.csv):
@@ -89,7 +96,7 @@ def run_property(args: argparse.Namespace) -> int:
     with _open(args) as chain:
         state = Replayer().run(chain)
     try:
-        report = property_report(state, args.parcel)
+        report = property_report(state, _parcel_number(args.parcel))
     except LookupError as exc:
         print(f"deedchain audit: {exc}", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ from pipeline.audit.report import deal_report, property_report, render_html, wri
 from pipeline.audit.source import AuditChain
 from pipeline.audit.verify import verify
 from pipeline.brokerage import Brokerage
+from scripts.cli import main
 from tests.pipeline.harness import Closing
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,3 +158,17 @@ def test_tampered_registry_and_snapshot_are_caught(closing, world, tmp_path):
     assert any(k == "snapshot" and f.startswith("steps[") and f.endswith(".details") for k, _, f in found)
     assert any(k == "snapshot" and f == "money_flows[0].to" for k, _, f in found)
     assert not any(m["kind"] == "chain" for m in out["mismatches"])  # the chain itself is fine
+
+
+def _property(capsys, *argv: str) -> dict:
+    assert main(["audit", "property", *argv, "--json"]) == 0, capsys.readouterr().err
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_property_takes_the_parcels_the_api_takes(closing, world, capsys):
+    where = ("--rpc", world.chain.rpc.url, "--deployments", str(world.chain.deployments_dir))
+    pid = closing.parcels["eunma"]
+    by_name = _property(capsys, "eunma", *where)  # a sample parcel's name, as GET /parcels/eunma
+    assert by_name["parcel_id"] == pid and by_name["number"] == "1168010600-10316-0000"
+    assert _property(capsys, "1168010600-10316-0000", *where) == by_name
+    assert _property(capsys, pid, *where) == by_name
