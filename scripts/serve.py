@@ -25,6 +25,7 @@ from chain.deploy import deploy_project
 from chain.node import free_port
 from chain.session import ChainSession
 from pipeline.adapters.http import ServiceThread
+from pipeline.audit.commands import serve_rpc_file
 from pipeline.service import BROKER_ACCOUNTS, Services
 
 
@@ -135,18 +136,28 @@ def serve(network: str | None, config: Path | None, *, port: int, host: str) -> 
     json_logging()
     running = start(network, config, port=port, host=host)
     log = logging.getLogger("deedchain.serve")
-    if running.session.network.embedded:
-        keys_note = str(running.folder / "api-keys.json")
+    session = running.session
+    serving: dict[str, Any] = {"event": "serving", "api": running.url, "docs": running.url + "/docs",
+                               "chain_id": session.chain_id}  # fmt: skip
+    rpc_file = serve_rpc_file(session.config.root, session.network_name)
+    if session.network.embedded:
+        serving["broker_keys"] = str(running.folder / "api-keys.json")
+        # only the embedded node's URL: a live network's may carry a provider's key
+        serving["rpc"] = session.rpc.url
+        # `deedchain audit` reads this node instead of starting a second one on a copy of its state
+        rpc_file.write_text(json.dumps({"url": session.rpc.url, "chain_id": session.chain_id}))
     else:
-        keys_note = "issue keys with the API store (no dev keys on a live network)"
-    log.info(json.dumps({"event": "serving", "api": running.url, "docs": running.url + "/docs",
-                         "chain_id": running.session.chain_id, "broker_keys": keys_note}))  # fmt: skip
+        serving["broker_keys"] = "issue keys with the API store (no dev keys on a live network)"
+    log.info(json.dumps(serving))
+    node = f", node RPC {serving['rpc']}" if "rpc" in serving else ""
+    print(f"serving the broker API on {running.url} (docs: {serving['docs']}){node}", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     while not stop.is_set():
         time.sleep(0.2)
     log.info(json.dumps({"event": "stopping"}))
+    rpc_file.unlink(missing_ok=True)
     running.stop()
     log.info(json.dumps({"event": "stopped", "state": str(running.folder)}))
     return 0

@@ -1,9 +1,9 @@
 """`deedchain audit property|deal|verify`, shared by scripts/cli.py and scripts/audit_*.py.
 
-Read-only: no key is loaded and nothing is sent. Which node is read: `--rpc URL` (use it
-while `deedchain serve` runs, so no second node is started on its state), else the
-network's configured host, else an embedded node started on a copy of the persisted state
-(see pipeline/audit/source.py). Exit codes: 0 ok, 1 mismatches (verify), 2 usage/lookup errors.
+Read-only: no key is loaded and nothing is sent. Which node is read: `--rpc URL`, else on an
+embedded network the node a running `deedchain serve` recorded in .deedchain/<network>/rpc.json,
+else the network's configured host, else an embedded node started on a copy of the persisted
+state (see pipeline/audit/source.py). Exit codes: 0 ok, 1 mismatches (verify), 2 usage/lookup errors.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from chain.config import Config, load_config
+from chain.node import rpc_answers
 from pipeline.audit.replay import Lookups, Replayer
 from pipeline.audit.report import (
     deal_report,
@@ -38,7 +40,7 @@ def add_common(p: argparse.ArgumentParser, *, standalone: bool = False) -> None:
     p.add_argument(
         "--rpc",
         default=None if standalone else argparse.SUPPRESS,
-        help="JSON-RPC URL of a running node (e.g. the one `deedchain serve` started)",
+        help="JSON-RPC URL of a running node (default: the one `deedchain serve` recorded, if it runs)",
     )
     p.add_argument("--deployments", type=Path, default=None, help="folder of deployments/<chain>.json")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
@@ -71,8 +73,30 @@ def add_verify(p: argparse.ArgumentParser) -> None:
     )
 
 
+def serve_rpc_file(root: Path, network: str) -> Path:
+    """Where `deedchain serve` records its embedded node's URL while it runs."""
+    return root / ".deedchain" / network / "rpc.json"
+
+
+def served_rpc(config: Config, network: str | None) -> str | None:
+    """The node of a `deedchain serve` running on this embedded network, so that the audit reads
+    it instead of starting a second node on a copy of its state."""
+    name, settings = config.network(network)
+    if not settings.embedded:
+        return None
+    try:
+        served = json.loads(serve_rpc_file(config.root, name).read_text())
+        url, chain_id = served["url"], served["chain_id"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    # a serve that was killed leaves its file behind: the port must still answer, with that chain
+    return url if isinstance(url, str) and rpc_answers(url) == chain_id else None
+
+
 def _open(args: argparse.Namespace) -> AuditChain:
-    return AuditChain.connect(args.network, args.config, rpc_url=args.rpc, deployments_dir=args.deployments)
+    config = load_config(args.config)
+    rpc_url = args.rpc or served_rpc(config, args.network)
+    return AuditChain.connect(args.network, config, rpc_url=rpc_url, deployments_dir=args.deployments)
 
 
 def _parcel_number(parcel: str) -> str:

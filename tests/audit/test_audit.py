@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from chain.config import load_config
+from chain.node import free_port
+from pipeline.audit.commands import serve_rpc_file, served_rpc
 from pipeline.audit.replay import Lookups, Replayer
 from pipeline.audit.report import deal_report, property_report, render_html, write_csv
 from pipeline.audit.source import AuditChain
@@ -172,3 +176,23 @@ def test_property_takes_the_parcels_the_api_takes(closing, world, capsys):
     assert by_name["parcel_id"] == pid and by_name["number"] == "1168010600-10316-0000"
     assert _property(capsys, "1168010600-10316-0000", *where) == by_name
     assert _property(capsys, pid, *where) == by_name
+
+
+def test_audit_reads_the_node_serve_recorded(closing, world, project_copy, capsys):
+    """Without --rpc the audit reads the node `deedchain serve` runs (no second node on its state)."""
+    shutil.copytree(ROOT / "build", project_copy / "build")  # the session compiled: skip solc
+    config = load_config(project_copy / "brownie-config.yaml")
+    file = serve_rpc_file(config.root, "development")
+    file.parent.mkdir(parents=True)
+    file.write_text(json.dumps({"url": world.chain.rpc.url, "chain_id": world.chain.chain_id}))
+    report = _property(
+        capsys, "eunma", "--config", str(config.path), "--deployments", str(world.chain.deployments_dir)
+    )
+    assert report["parcel_id"] == closing.parcels["eunma"]
+
+    # a serve that was killed left its file: a port that no longer answers, or another chain there
+    assert served_rpc(config, None) == world.chain.rpc.url
+    file.write_text(json.dumps({"url": f"http://127.0.0.1:{free_port()}", "chain_id": world.chain.chain_id}))
+    assert served_rpc(config, None) is None
+    file.write_text(json.dumps({"url": world.chain.rpc.url, "chain_id": world.chain.chain_id + 1}))
+    assert served_rpc(config, None) is None

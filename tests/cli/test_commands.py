@@ -12,7 +12,7 @@ from pathlib import Path
 
 import requests
 
-from chain.node import free_port
+from chain.node import free_port, rpc_answers
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,22 +77,31 @@ def test_serve_answers_stops_cleanly_and_resumes(project_copy):
             time.sleep(0.3)
         raise AssertionError("serve did not become healthy")
 
-    def down(proc: subprocess.Popen[str]) -> str:
+    def down(proc: subprocess.Popen[str]) -> tuple[str, str]:
         proc.send_signal(signal.SIGINT)
-        _out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err[-2000:]
-        return err
+        return out, err
 
     proc = up()
+    # the node's URL, where `deedchain audit` finds it without --rpc (not a second node on its state)
+    rpc_file = project_copy / ".deedchain" / "development" / "rpc.json"
+    node = json.loads(rpc_file.read_text())
+    assert rpc_answers(node["url"]) == node["chain_id"]
+    audit = run(project_copy, "audit", "property", "eunma", "--json")
+    assert audit.returncode == 0, audit.stderr[-2000:]
+    assert json.loads(audit.stdout.strip().splitlines()[-1])["number"] == "1168010600-10316-0000"
     keys = json.loads((project_copy / ".deedchain" / "development" / "api-keys.json").read_text())
     auth = {"Authorization": f"Bearer {keys['broker']}"}
     title = requests.get(f"http://127.0.0.1:{port}/parcels/1168010600-10316-0000", headers=auth, timeout=10)
     assert title.status_code == 200 and title.json()["number"] == "1168010600-10316-0000"
     metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     assert "deedchain_" in metrics
-    err = down(proc)
+    out, err = down(proc)
     lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
-    assert any(line.get("event") == "serving" for line in lines)  # logs are JSON lines
+    serving = next(line for line in lines if line.get("event") == "serving")  # logs are JSON lines
+    assert serving["rpc"] == node["url"] and node["url"] in out  # and a plain line for people
+    assert not rpc_file.exists()  # a clean stop takes it away
     assert keys["broker"] not in err  # keys are never logged
 
     proc = up()  # a restart finds its chain, contracts, institutions and keys again
