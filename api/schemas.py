@@ -310,6 +310,17 @@ class Waiting(BaseModel):
     reason: str = Field(examples=["waiting for the buyer's funds: 100,000,000 won due, 0 won held"])
 
 
+class RecoveryNotice(BaseModel):
+    """A transaction of this deal that the pipeline had sent, that the chain later lost (a crash
+    of the node), and that sending it again could not make happen: the step must be taken anew."""
+
+    tx: str
+    step: str = Field(examples=["permit"])
+    outcome: Literal["reverted", "refused", "superseded"]
+    error: str | None = Field(examples=['ERC2612ExpiredSignature({"deadline": 1700000000})'])
+    at: float = Field(description="UTC seconds the replay found it")
+
+
 class DealView(BaseModel):
     deal_id: int
     state: StateName
@@ -321,6 +332,9 @@ class DealView(BaseModel):
     reported: bool
     held: int
     waiting: Waiting | None
+    recovery: list[RecoveryNotice] = Field(
+        description="steps lost with a crash of the node that could not be replayed (empty: none)"
+    )
 
 
 class DealPage(BaseModel):

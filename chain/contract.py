@@ -37,13 +37,27 @@ class Contract:
             raise self._errors.from_rpc_error(exc) from None
         return self.abi.decode_output(fn, len(args), bytes.fromhex(str(result)[2:]))
 
-    def send(self, sender: Sender, fn: str, *args: Any, gas: int | None = None, value: int = 0) -> str:
-        return sender.send(self.address, self.encode(fn, *args), gas=gas, value=value)
+    def send(
+        self,
+        sender: Sender,
+        fn: str,
+        *args: Any,
+        gas: int | None = None,
+        value: int = 0,
+        memo: str | None = None,
+    ) -> str:
+        return sender.send(self.address, self.encode(fn, *args), gas=gas, value=value, memo=memo)
 
     def transact(
-        self, sender: Sender, fn: str, *args: Any, gas: int | None = None, value: int = 0
+        self,
+        sender: Sender,
+        fn: str,
+        *args: Any,
+        gas: int | None = None,
+        value: int = 0,
+        memo: str | None = None,
     ) -> Receipt:
-        return sender.transact(self.address, self.encode(fn, *args), gas=gas, value=value)
+        return sender.transact(self.address, self.encode(fn, *args), gas=gas, value=value, memo=memo)
 
     def events(self, receipt: Receipt) -> list[Any]:
         """This contract's decoded events in a receipt."""

@@ -68,6 +68,3 @@ class ContractRevert(TransactionError):
 class DeploymentError(ChainError, RuntimeError):
     """Deploying or wiring the contracts failed."""
 
-
-class ReorgTooDeep(ChainError, RuntimeError):
-    """A reorganisation went deeper than the block hashes the event stream keeps."""

@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from chain.abi import ContractABI
-from chain.errors import ReorgTooDeep
 from chain.rpc import Rpc, raise_errors
 
-KEEP_HASHES = 128  # deeper reorgs than this raise ReorgTooDeep instead of passing silently
+KEEP_HASHES = 128  # a reorg deeper than the recorded blocks rewinds to the stream's start
 ANCHOR_AFTER = 8  # a stream with no recorded block this deep below its range's end ...
 ANCHOR_DEPTHS = (1, 2, 4, 8, 16, 32, 64)  # ... records these depths too
 
@@ -101,6 +100,7 @@ class EventStream:
                 for topic, e in abi.events.items()
                 if e.name in wanted
             )
+        self.start_block = start_block
         self.cursor = cursor or Cursor(start_block)
         self.confirmations = confirmations
         self.block_range = block_range
@@ -112,11 +112,14 @@ class EventStream:
             n: block["hash"] for n, block in zip(numbers, answers, strict=True) if isinstance(block, dict)
         }
 
-    def _check_reorg(self, newest_now: dict[str, Any] | None) -> int | None:
+    def _check_reorg(self, newest_now: dict[str, Any] | None, head: int) -> int | None:
         """The block to rewind to if a recorded block left the canonical chain, else None.
-        `newest_now` is the newest recorded block as the node has it now."""
+        `newest_now` is the newest recorded block as the node has it now. A chain that lost
+        every recorded block (a reorg deeper than the record, a node whose state was rolled
+        back), or that ends before the cursor when nothing is recorded, is read again from the
+        stream's start: its consumers dedupe what they had already seen."""
         if not self.cursor.hashes:
-            return None
+            return self.start_block - 1 if self.cursor.next_block > head + 1 else None
         recorded = sorted(self.cursor.hashes, reverse=True)
         if isinstance(newest_now, dict) and newest_now.get("hash") == self.cursor.hashes[recorded[0]]:
             return None
@@ -124,10 +127,8 @@ class EventStream:
         for number in recorded:
             if canonical.get(number) == self.cursor.hashes[number]:
                 return number
-        raise ReorgTooDeep(
-            f"all {len(recorded)} recorded blocks (from {recorded[-1]}) were replaced; "
-            "replay from an older block"
-        )
+        self.cursor = Cursor(self.cursor.next_block)  # none of the record holds: forget it all
+        return self.start_block - 1
 
     def poll(self) -> Batch:
         """Read the next bounded range of confirmed blocks (possibly empty)."""
@@ -136,11 +137,11 @@ class EventStream:
         if self.cursor.hashes:
             calls.append(("eth_getBlockByNumber", [hex(max(self.cursor.hashes)), False]))
         answers = raise_errors(self.rpc.batch(calls))
-        ancestor = self._check_reorg(answers[1] if len(answers) > 1 else None)
+        head = int(answers[0]["number"], 16)
+        ancestor = self._check_reorg(answers[1] if len(answers) > 1 else None, head)
         if ancestor is not None:
             self.cursor = Cursor(ancestor + 1, {n: h for n, h in self.cursor.hashes.items() if n <= ancestor})
             return Batch([], Cursor(self.cursor.next_block, dict(self.cursor.hashes)), ancestor)
-        head = int(answers[0]["number"], 16)
         safe = head - self.confirmations
         start = self.cursor.next_block
         if start > safe:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from eth_account.signers.local import LocalAccount
 
@@ -15,8 +15,8 @@ from chain.rpc import Rpc, raise_errors
 from chain.txsign import TxSigner, call_fields
 
 GAS_MARGIN = 1.25  # estimates miss storage refunds and warm/cold differences between calls
-_KNOWN = ("already known", "already imported")  # geth's and anvil's words for "I have this very tx"
-_NONCE_USED = ("nonce too low", "correct nonce", "nonce has already been used")
+KNOWN_TX = ("already known", "already imported")  # geth's and anvil's words for "I have this very tx"
+NONCE_USED = ("nonce too low", "correct nonce", "nonce has already been used")
 # Hardhat's automine takes no nonce gap, where anvil and geth queue the transaction: the earlier
 # nonce is on its way from another thread (an outbox), so the send is tried again shortly.
 _NONCE_GAP = "can't be queued"
@@ -53,6 +53,14 @@ class SignedTx:
     raw: str
     hash: str
     nonce: int
+
+
+class TxJournal(Protocol):
+    """Where a Sender records each signed transaction right before handing it to the node, so
+    that whoever answered for it can send it again if the node loses it (a crash, a state file
+    rolled back). A repeat of the same hash must be harmless."""
+
+    def record(self, sender: str, tx: SignedTx, memo: str | None) -> None: ...
 
 
 class FeePolicy:
@@ -106,6 +114,7 @@ class Sender:
         errors: ErrorDecoder | None = None,
         timeout: float = 30.0,
         poll_interval: float = 0.2,
+        journal: TxJournal | None = None,
     ) -> None:
         self.rpc = rpc
         self.account = account
@@ -116,6 +125,7 @@ class Sender:
         self.errors = errors or ErrorDecoder()
         self.timeout = timeout
         self.poll_interval = poll_interval
+        self.journal = journal
         self._lock = threading.Lock()
         self._nonce: int | None = None
 
@@ -133,8 +143,11 @@ class Sender:
         except RpcError as exc:
             raise self.errors.from_rpc_error(exc) from None
 
-    def send(self, to: str | None, data: str, *, value: int = 0, gas: int | None = None) -> str:
-        """Sign and broadcast; returns the tx hash. Reverts found by estimation raise here."""
+    def send(
+        self, to: str | None, data: str, *, value: int = 0, gas: int | None = None, memo: str | None = None
+    ) -> str:
+        """Sign and broadcast; returns the tx hash. Reverts found by estimation raise here.
+        `memo` goes to the journal with the transaction."""
         if gas is None:
             gas = int(self.estimate(to, data, value) * GAS_MARGIN) + 10_000
         tx: dict[str, Any] = {"chainId": self.chain_id, "gas": gas, "value": value, "data": data}
@@ -148,6 +161,8 @@ class Sender:
                 tx["nonce"] = self._nonce
                 raw_bytes, hash_bytes = self._signer.sign(tx)
                 raw, tx_hash = "0x" + raw_bytes.hex(), "0x" + hash_bytes.hex()
+                if self.journal is not None:
+                    self.journal.record(self.address, SignedTx(raw, tx_hash, tx["nonce"]), memo)
                 try:
                     self._send_raw(raw)
                 except RpcError as exc:
@@ -155,9 +170,9 @@ class Sender:
                         self._nonce = None  # unreachable: whether it took the tx is unknown, so ask
                         raise
                     message = str(exc).lower()
-                    if any(s in message for s in _KNOWN):
+                    if any(s in message for s in KNOWN_TX):
                         pass  # an earlier try of this very transaction got through
-                    elif any(s in message for s in _NONCE_USED):
+                    elif any(s in message for s in NONCE_USED):
                         self._nonce = None  # someone else used this nonce: ask again
                         continue
                     elif revert_data(exc.data) is not None:
@@ -195,19 +210,21 @@ class Sender:
                 self._nonce += 1
             return out
 
-    def broadcast(self, signed: SignedTx) -> None:
+    def broadcast(self, signed: SignedTx, memo: str | None = None) -> None:
         """Hand a signed transaction to the node; a repeat of one already known or mined is fine.
         An unreachable node raises RpcError as it is: the transaction is not refused, the caller
         keeps it and sends it again later."""
+        if self.journal is not None:
+            self.journal.record(self.address, signed, memo)
         try:
             self._send_raw(signed.raw)
         except RpcError as exc:
             if exc.code is None:
                 raise
             message = str(exc).lower()
-            if any(s in message for s in _KNOWN):
+            if any(s in message for s in KNOWN_TX):
                 return
-            if any(s in message for s in _NONCE_USED):
+            if any(s in message for s in NONCE_USED):
                 if self.rpc.call("eth_getTransactionReceipt", [signed.hash]) is not None:
                     return  # mined before a crash: nothing to do
                 raise TransactionError(
@@ -265,7 +282,7 @@ class Sender:
             if raw is not None:
                 receipt = Receipt.from_rpc(raw)
                 if receipt.status != 1:
-                    raise self._replay_failure(tx_hash, receipt)
+                    raise explain_failure(self.rpc, self.errors, tx_hash, receipt)
                 return receipt
             if time.monotonic() >= deadline:
                 raise TransactionTimeout(f"no receipt for {tx_hash} after {timeout or self.timeout:.0f}s")
@@ -278,21 +295,26 @@ class Sender:
         answers = raise_errors(self.rpc.batch([("eth_getTransactionReceipt", [h]) for h in tx_hashes]))
         return [Receipt.from_rpc(a) if a is not None else None for a in answers]
 
-    def transact(self, to: str | None, data: str, *, value: int = 0, gas: int | None = None) -> Receipt:
-        return self.wait(self.send(to, data, value=value, gas=gas))
+    def transact(
+        self, to: str | None, data: str, *, value: int = 0, gas: int | None = None, memo: str | None = None
+    ) -> Receipt:
+        return self.wait(self.send(to, data, value=value, gas=gas, memo=memo))
 
-    def _replay_failure(self, tx_hash: str, receipt: Receipt) -> ContractRevert | TransactionError:
-        """Re-run a failed transaction on its parent block's state to read the revert data."""
-        tx = self.rpc.call("eth_getTransactionByHash", [tx_hash])
-        call = {k: tx[k] for k in ("from", "to", "data", "value", "gas") if tx.get(k) is not None}
-        if "data" not in call and tx.get("input"):
-            call["data"] = tx["input"]
-        try:
-            self.rpc.call("eth_call", [call, hex(receipt.block_number - 1)])
-        except RpcError as exc:
-            found = self.errors.from_rpc_error(exc)
-            if isinstance(found, ContractRevert):
-                return ContractRevert(found.name, found.args_by_name, found.data, tx_hash)
-        if receipt.gas_used >= int(tx["gas"], 16):
-            return TransactionError(f"{tx_hash} ran out of gas ({receipt.gas_used} used)")
-        return ContractRevert("Unknown", {"reason": "reverted; replay did not reproduce it"}, b"", tx_hash)
+
+def explain_failure(
+    rpc: Rpc, errors: ErrorDecoder, tx_hash: str, receipt: Receipt
+) -> ContractRevert | TransactionError:
+    """Re-run a failed transaction on its parent block's state to read the revert data."""
+    tx = rpc.call("eth_getTransactionByHash", [tx_hash])
+    call = {k: tx[k] for k in ("from", "to", "data", "value", "gas") if tx.get(k) is not None}
+    if "data" not in call and tx.get("input"):
+        call["data"] = tx["input"]
+    try:
+        rpc.call("eth_call", [call, hex(receipt.block_number - 1)])
+    except RpcError as exc:
+        found = errors.from_rpc_error(exc)
+        if isinstance(found, ContractRevert):
+            return ContractRevert(found.name, found.args_by_name, found.data, tx_hash)
+    if receipt.gas_used >= int(tx["gas"], 16):
+        return TransactionError(f"{tx_hash} ran out of gas ({receipt.gas_used} used)")
+    return ContractRevert("Unknown", {"reason": "reverted; replay did not reproduce it"}, b"", tx_hash)

@@ -16,7 +16,7 @@ from chain.errors import ConfigError
 from chain.node import EmbeddedNode
 from chain.revert import ErrorDecoder
 from chain.rpc import Rpc
-from chain.sender import FeePolicy, Sender
+from chain.sender import FeePolicy, Sender, TxJournal
 
 
 class ChainSession:
@@ -49,6 +49,7 @@ class ChainSession:
         self.fees = FeePolicy(rpc, self.network.gas_price, self.network.priority_fee)
         self._abis: dict[str, ContractABI] = {}
         self._senders: dict[str, Sender] = {}
+        self._journal: TxJournal | None = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -120,8 +121,16 @@ class ChainSession:
                     errors=self.errors,
                     timeout=self.network.timeout,
                     poll_interval=self.network.poll_interval,
+                    journal=self._journal,
                 )
             return self._senders[name]
+
+    def attach_journal(self, journal: TxJournal) -> None:
+        """Every Sender of this session, now and later, records what it sends in `journal`."""
+        with self._lock:
+            self._journal = journal
+            for sender in self._senders.values():
+                sender.journal = journal
 
     def resync(self) -> None:
         """Drop every local nonce (after evm_revert or a node restart)."""

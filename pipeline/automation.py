@@ -28,6 +28,7 @@ from chain.events import Batch
 from pipeline.adapters.protocols import CredentialKind
 from pipeline.brokerage import Brokerage, Snapshot, next_payment
 from pipeline.domain import State
+from pipeline.journal import deal_memo
 
 log = logging.getLogger("deedchain.automation")
 PAY_FN = {"deposit": "payDeposit", "interim": "payInterim", "balance": "payBalance"}
@@ -102,7 +103,8 @@ class DealDriver:
         if due is not None:
             kind, amount = due
             if snap.buyer_funds >= amount and snap.buyer_allowance >= amount:
-                receipt = b.escrow.transact(b._broker(broker), PAY_FN[kind], deal_id)
+                fn = PAY_FN[kind]
+                receipt = b.escrow.transact(b._broker(broker), fn, deal_id, memo=deal_memo(deal_id, fn))
                 self._log("paid", deal_id, kind=kind, amount=amount, tx=receipt.tx_hash)
                 return 1
         if terms["loanAmount"] and state >= State.DEPOSIT_PAID and snap.loan["status"] == 0:

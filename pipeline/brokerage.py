@@ -27,6 +27,7 @@ from pipeline.deals import accept_terms_typed_data
 from pipeline.domain import DealTerms, GapguKind, LandUse, Party, State, parcel_id
 from pipeline.errors import PipelineError, PipelineValueError
 from pipeline.institutions import LENDER, Institutions
+from pipeline.journal import deal_memo
 from pipeline.oracles.bank import BankOracle
 from pipeline.oracles.base import Parked
 from pipeline.runtime import deployed_contracts
@@ -199,7 +200,7 @@ class Brokerage:
 
     # --- deals -----------------------------------------------------------------------------------
     def open_deal(self, broker: str, terms: DealTerms) -> tuple[int, Receipt]:
-        receipt = self.escrow.transact(self._broker(broker), "openDeal", terms.to_abi())
+        receipt = self.escrow.transact(self._broker(broker), "openDeal", terms.to_abi(), memo="openDeal")
         opened = [e for e in self.escrow.events(receipt) if e.event == "DealOpened"]
         return int(opened[0].args["dealId"]), receipt
 
@@ -248,7 +249,11 @@ class Brokerage:
         return out
 
     def deal(self, deal_id: int) -> dict[str, Any]:
-        return _deal_view(self.snapshot(deal_id))
+        return self._views([self.snapshot(deal_id)])[0]
+
+    def _views(self, snaps: list[Snapshot]) -> list[dict[str, Any]]:
+        notices = self.inst.journal.notices([s.deal_id for s in snaps])
+        return [{**_deal_view(s), "recovery": notices[s.deal_id]} for s in snaps]
 
     def timeline(self, deal_id: int) -> list[dict[str, Any]]:
         """Every event of the deal on chain, in order: what, who sent it, tx, block, time, gas.
@@ -319,8 +324,9 @@ class Brokerage:
     ) -> Receipt:
         self._terms(deal_id)
         return self.escrow.transact(
-            self._broker(broker), "acceptTerms", deal_id, int(party), expiry, signature
-        )
+            self._broker(broker), "acceptTerms", deal_id, int(party), expiry, signature,
+            memo=deal_memo(deal_id, "acceptTerms"),
+        )  # fmt: skip
 
     def cancel_typed_data(self, deal_id: int, party: Party, expiry: int) -> dict[str, Any]:
         signer = self.party_address(deal_id, party)
@@ -335,8 +341,9 @@ class Brokerage:
     def cancel(self, broker: str, deal_id: int, party: Party, expiry: int, signature: str) -> Receipt:
         self._terms(deal_id)
         return self.escrow.transact(
-            self._broker(broker), "cancelWithSignature", deal_id, int(party), expiry, signature
-        )
+            self._broker(broker), "cancelWithSignature", deal_id, int(party), expiry, signature,
+            memo=deal_memo(deal_id, "cancelWithSignature"),
+        )  # fmt: skip
 
     def permit_typed_data(self, deal_id: int, value: int, deadline: int) -> dict[str, Any]:
         """EIP-2612: the buyer lets the escrow pull up to `value` won of its deposit tokens."""
@@ -366,6 +373,7 @@ class Brokerage:
             v,
             raw[:32],
             raw[32:64],
+            memo=deal_memo(deal_id, "permit"),
         )
 
     # --- money, loan, registration ---------------------------------------------------------------
@@ -392,8 +400,9 @@ class Brokerage:
             if self.wallet.get(h) is None:
                 raise PipelineValueError(f"credential {h} was not submitted: POST it to /credentials first")
         return self.loans.transact(
-            self._broker(broker), "requestLoan", deal_id, terms["loanAmount"], terms["lender"], credentials
-        )
+            self._broker(broker), "requestLoan", deal_id, terms["loanAmount"], terms["lender"], credentials,
+            memo=deal_memo(deal_id, "requestLoan"),
+        )  # fmt: skip
 
     def submit_credential(self, document: dict[str, Any], signature: str) -> dict[str, Any]:
         """Keep a party's e-certificate for the banks: the hash must match the document, the
@@ -421,12 +430,13 @@ class Brokerage:
         total, rows = self.index.page(to_checksum_address(broker), state=wanted, limit=limit, offset=offset)
         for row in rows:
             self._buyers.setdefault(row.deal_id, row.buyer)  # saves a terms read per deal
-        items = [_deal_view(snap) for snap in self.snapshots([row.deal_id for row in rows])]
+        items = self._views(self.snapshots([row.deal_id for row in rows]))
         return {"total": total, "limit": limit, "offset": offset, "items": items}
 
     def request_registration(self, broker: str, deal_id: int) -> Receipt:
         self._terms(deal_id)
-        return self.escrow.transact(self._broker(broker), "requestRegistration", deal_id)
+        memo = deal_memo(deal_id, "requestRegistration")
+        return self.escrow.transact(self._broker(broker), "requestRegistration", deal_id, memo=memo)
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,9 @@ deployment. Listeners (the automation) get every batch too: one poll serves both
 Reorgs: each state change the stream could still rewind past keeps the state it replaced
 (deal_index_undo). A rewind to block B puts back, per deal, the state before its first change
 after B and forgets the deals opened after B; the stream then reads the new blocks after B.
-Undo rows older than the stream's oldest recorded block are pruned: it cannot rewind past that
-block (it raises ReorgTooDeep instead).
+Undo rows older than the stream's oldest recorded block are pruned: a rewind past that block
+goes back to the stream's start (a reorg deeper than the record, a node whose state was rolled
+back), which forgets every deal, and the index is rebuilt from the deployment on.
 
 The contracts accept nothing for an ended deal, so its events all lie between the block that
 opened it and the block that ended it.

@@ -12,6 +12,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Engine
+
 from chain.node import free_port
 from chain.session import ChainSession
 from pipeline.adapters.http import (
@@ -27,6 +29,7 @@ from pipeline.adapters.reference_bank import ReferenceBank
 from pipeline.adapters.reference_registry import ReferenceRegistry
 from pipeline.adapters.sample_data import seed_bank, seed_registry
 from pipeline.db import make_engine, sqlite_url
+from pipeline.journal import TxJournal, recover
 from pipeline.oracles.base import Oracle
 from pipeline.oracles.registry import publish_parcel
 from pipeline.runtime import OracleThreads, bank_oracle, deployed_contracts, registry_oracle
@@ -45,6 +48,8 @@ class Institutions:
     lender: ReferenceBank
     bank: ReferenceBank
     parcels: dict[str, str]
+    engine: Engine  # the oracles' books, the journal and the wallet
+    journal: TxJournal
     adapters: dict[str, Any] = field(default_factory=dict)
     services: list[ServiceThread] = field(default_factory=list)
     oracles: list[Oracle] = field(default_factory=list)
@@ -65,6 +70,8 @@ class Institutions:
         urls = {n: sqlite_url(folder / f"{n}.db") for n in ("registry", "lender", "bank", "oracles")} | (
             urls or {}
         )
+        engine = make_engine(urls["oracles"])
+        journal = recover(session, engine)
         signers = session.signers
         issuer = signers[ISSUER].address
         registry = ReferenceRegistry(urls["registry"])
@@ -79,7 +86,7 @@ class Institutions:
         seed_bank(lender, {n: signers[n].address for n in parties if n in signers})
         bank = ReferenceBank(urls["bank"], bank_name="Seoul Mortgage Bank", known_issuers={issuer})
         seed_bank(bank, owners, registry=registry, creditor=signers[BANK].address)
-        inst = cls(session, folder, urls, registry, lender, bank, parcels)
+        inst = cls(session, folder, urls, registry, lender, bank, parcels, engine, journal)
         inst.adapters = {"registry": registry, "lender": lender, "bank": bank}
         if http_secrets:
             inst.adapters = {
@@ -100,9 +107,8 @@ class Institutions:
     def make_oracles(
         self, *, confirmations: int | None = None, poll_interval: float | None = None
     ) -> list[Oracle]:
-        engine = make_engine(self.urls["oracles"])
         common: dict[str, Any] = {
-            "engine": engine,
+            "engine": self.engine,
             "confirmations": confirmations,
             "poll_interval": poll_interval,
         }
@@ -114,10 +120,6 @@ class Institutions:
         for oracle in oracles:
             oracle.recover()  # finish any outbox and make the banks' one-time allowance now
         return oracles
-
-    @property
-    def engine(self) -> Any:
-        return self.oracles[0].store.engine
 
     @cached_property
     def wallet(self) -> WalletStore:

@@ -17,6 +17,7 @@ from pipeline.adapters.protocols import BankAdapter, LandRegistryAdapter
 from pipeline.adapters.reference_bank import ReferenceBank
 from pipeline.adapters.reference_registry import ReferenceRegistry
 from pipeline.db import make_engine
+from pipeline.journal import recover
 from pipeline.oracles.bank import BankOracle
 from pipeline.oracles.base import Oracle
 from pipeline.oracles.registry import RegistryOracle
@@ -70,6 +71,7 @@ def reference_oracles(
     """The registry and two banks (the buyer's lender, the seller's mortgagee) with their
     reference back offices, each oracle acting with its institution's own key."""
     engine = make_engine(oracle_db)
+    recover(session, engine)
     common: dict[str, Any] = {
         "engine": engine,
         "confirmations": confirmations,

@@ -28,6 +28,7 @@ from chain.events import Batch, ChainEvent, Cursor, EventStream
 from chain.sender import Receipt, Sender, SignedTx
 from pipeline.adapters.http import AdapterError
 from pipeline.faults import checkpoint
+from pipeline.journal import deal_memo
 from pipeline.store import Effect, OracleStore
 
 log = logging.getLogger("deedchain.oracle")
@@ -285,7 +286,7 @@ class Oracle:
         blocks = []
         try:
             for tx in effect.txs:
-                self.sender.broadcast(tx)
+                self.sender.broadcast(tx, memo=deal_memo(effect.deal_id, effect.kind))
                 checkpoint("after_broadcast", effect.kind)
                 blocks.append(self.sender.wait(tx.hash).block_number)
         except ContractRevert as exc:

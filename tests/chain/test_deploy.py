@@ -2,12 +2,7 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
-from chain.config import load_config
 from chain.deploy import deploy_project, role_id
-from chain.errors import DeploymentError
-from chain.session import ChainSession
 
 
 def test_deploy_records_and_grants(chain, deployed):
@@ -48,14 +43,3 @@ def test_code_mismatch_redeploys(chain, deployed):
     finally:
         record["contracts"]["DepositToken"]["address"] = deployed["DepositToken"]
         file.write_text(json.dumps(record))
-
-
-def test_unknown_role_holder(project_copy, tmp_path):
-    path = project_copy / "brownie-config.yaml"
-    path.write_text(path.read_text().replace("BANK_ROLE: [bank, lender]", "BANK_ROLE: [nobody]"))
-    cfg = load_config(path)
-    with (
-        ChainSession.open("development", cfg, persist=False, deployments_dir=tmp_path) as session,
-        pytest.raises(DeploymentError, match=r"roles\.DepositToken\.BANK_ROLE: unknown 'nobody'"),
-    ):
-        deploy_project(session)

@@ -3,7 +3,6 @@ from __future__ import annotations
 import pytest
 from eth_account import Account
 
-from chain.errors import ReorgTooDeep
 from chain.events import Cursor, EventStream, SqliteCursorStore
 
 
@@ -20,6 +19,10 @@ def stream_for(chain, token, **kwargs):
 
 def mint(chain, token, to, amount):
     return token.transact(chain.sender("bank"), "mint", to, amount)
+
+
+def issued(events):
+    return [e.args["amount"] for e in events if e.event == "Issued"]
 
 
 def drain(stream):
@@ -118,13 +121,38 @@ def test_reorg_rewinds_and_reincluded_event_gets_new_id(chain, token, anvil_only
     assert token.call("balanceOf", buyer) == 3
 
 
-def test_reorg_deeper_than_memory_is_loud(chain, token, anvil_only):
+def test_reorg_deeper_than_memory_reads_again_from_the_start(chain, token, anvil_only):
     stream = stream_for(chain, token)
-    mint(chain, token, Account.create().address, 1)
-    drain(stream)
+    buyer = Account.create().address
+    mint(chain, token, buyer, 1)
+    assert issued(drain(stream)) == [1]
     stream.cursor = Cursor(stream.cursor.next_block, {n: "0x" + "00" * 32 for n in stream.cursor.hashes})
-    with pytest.raises(ReorgTooDeep):
-        stream.poll()
+    batch = stream.poll()
+    assert batch.rewound_to == stream.start_block - 1
+    assert issued(drain(stream)) == [1]  # the consumer dedupes by event id
+
+
+def test_a_chain_that_came_back_shorter_is_a_rewind_not_a_wait(chain, token, anvil_only):
+    """A node restarted from an older state ends before the cursor: the stream rewinds to the
+    last block it still shares, with or without recorded hashes, and never waits past the head."""
+    stream = stream_for(chain, token)
+    buyer = Account.create().address
+    mint(chain, token, buyer, 1)
+    snapshot = chain.rpc.call("evm_snapshot")
+    kept_head = int(chain.rpc.call("eth_blockNumber"), 16)
+    mint(chain, token, buyer, 2)
+    mint(chain, token, buyer, 3)
+    assert issued(drain(stream)) == [1, 2, 3]
+    bare = Cursor(stream.cursor.next_block)  # a cursor with no recorded hashes
+    chain.rpc.call("evm_revert", [snapshot])  # the chain is now two blocks shorter
+    chain.resync()
+    mint(chain, token, buyer, 4)
+    batch = stream.poll()
+    assert batch.rewound_to == kept_head
+    assert issued(drain(stream)) == [4]
+    fresh = stream_for(chain, token, start_block=stream.start_block, cursor=bare)
+    assert fresh.poll().rewound_to == stream.start_block - 1
+    assert issued(drain(fresh)) == [1, 4]
 
 
 @pytest.mark.parametrize("depth", [1, 3, 5])
