@@ -206,8 +206,9 @@ class EmbeddedNode:
                 cmd += ["--max-persisted-states", str(s.max_persisted_states)]
             if self.state:
                 self.state.parent.mkdir(parents=True, exist_ok=True)
-                # Dump on exit and every few seconds, so even a SIGKILL loses little.
-                cmd += ["--state", str(self.state), "--state-interval", "2"]
+                # Dump on exit and every second (anvil's shortest interval), so even a SIGKILL
+                # of the node itself loses at most a second.
+                cmd += ["--state", str(self.state), "--state-interval", "1"]
             return cmd
         if self.kind == "hardhat":
             return self._hardhat_command(chain_id)
