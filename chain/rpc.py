@@ -44,6 +44,7 @@ class Rpc:
         self._active = 0
         self._local = threading.local()
         self.requests = 0  # how many HTTP requests were sent, for measurements
+        self.calls = 0  # how many JSON-RPC calls they carried (a batch's each)
 
     @property
     def url(self) -> str:
@@ -91,6 +92,7 @@ class Rpc:
             url = self.url
             try:
                 self.requests += 1
+                self.calls += len(payload) if isinstance(payload, list) else 1
                 answer = self._send(url, body)
                 self._local.retried = attempt > 0  # an earlier try may have reached the node
                 return answer
