@@ -6,8 +6,10 @@ bank, mirrored on chain) and its own seller and buyer wallets; the buyer is a le
 with anchored e-certificates in the wallet. That world is prepared first, untimed. Then, timed,
 a worker plays the broker and the parties up to the permit; from there the automation, the
 oracles and the institutions finish the deal. `--concurrency` deals are in flight at once; a
-deal's latency runs from its opening to its DealSettled event. Prints one JSON object as its
-last line.
+deal's latency runs from its opening to its DealSettled event. `--block-time SECONDS` runs the
+node with interval mining (for the timed deals; the untimed world is set up under automine).
+After the deals, the node's own deal ceiling: the same deals' calls pre-signed and batched (the
+growth bench's seeder). Prints one JSON object as its last line.
 """
 
 from __future__ import annotations
@@ -26,14 +28,16 @@ from typing import Any
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from chain.config import Config, load_config
 from chain.deploy import deploy_project
 from chain.eip712 import sign_typed_data
 from chain.events import EventStream
+from chain.rpc import Rpc
 from chain.session import ChainSession
 from chain.txsign import TxSigner
 from pipeline.adapters.protocols import CredentialKind
 from pipeline.credentials import issue_credential
-from pipeline.domain import DealTerms, LandUse, Party
+from pipeline.domain import DealTerms, LandUse, Party, State
 from pipeline.metrics import oracle_metrics, percentile
 from pipeline.oracles.registry import publish_parcel
 from pipeline.service import Services
@@ -44,6 +48,12 @@ ENDED = {"DealSettled", "DealCancelled", "DealDefaulted", "DealRefunded"}  # the
 # (채권최고액 300,000,000) paid off at 250,000,000 (OWED) from the proceeds.
 PRICE, DEPOSIT, INTERIM, BALANCE, LOAN = 1_000_000_000, 100_000_000, 300_000_000, 600_000_000, 400_000_000
 OLD_MORTGAGE, OWED = 300_000_000, 250_000_000
+SETTLE_TIMEOUT_S = 120.0  # a deal's wait for its end under automine
+# At interval mining a deal waits for ~15 blocks of its own, and (the automation and each
+# institution wait for one transaction's block before sending the next) for the blocks of the
+# deals in flight with it: the wait for its end grows with both.
+SETTLE_BLOCKS, SETTLE_BLOCKS_PER_DEAL_IN_FLIGHT = 60, 8
+RECEIPT_BLOCKS = 30  # a receipt's wait, in blocks: the network's timeout is in seconds
 
 
 def node_ceiling(session: ChainSession, count: int = 1000, batch: int = 200) -> float:
@@ -122,12 +132,13 @@ class Prepared:
 
 
 class Finish:
-    """One watcher for every deal's end: an event stream over the escrow, not a poll per deal."""
+    """One watcher for every deal's end: an event stream over the escrow, not a poll per deal.
+    On an RPC client of its own, so that the session's client counts only the pipeline's calls."""
 
     def __init__(self, session: ChainSession, services: Services) -> None:
         escrow = services.brokerage.escrow
         self.stream = EventStream(
-            session.rpc,
+            Rpc(session.rpc.urls, timeout=session.rpc.timeout),
             {escrow.address: (escrow.name, escrow.abi)},
             # deals it waits for are opened after it starts; older history (a growth run's
             # thousands of seeded deals) is not its business
@@ -172,10 +183,18 @@ def cpu_seconds(pid: int | None = None) -> float | None:
 
 class Bench:
     """Deals set up and started the way a broker does, for the bench and the fault campaign.
-    `watch`: also see every deal end (what `run` waits for)."""
+    `watch`: also see every deal end (what `run` waits for), each for up to `settle_timeout` s."""
 
-    def __init__(self, session: ChainSession, services: Services, *, watch: bool = True) -> None:
+    def __init__(
+        self,
+        session: ChainSession,
+        services: Services,
+        *,
+        watch: bool = True,
+        settle_timeout: float = SETTLE_TIMEOUT_S,
+    ) -> None:
         self.s = session
+        self.settle_timeout = settle_timeout
         self.services = services
         self.b = services.brokerage
         self.inst = services.institutions
@@ -253,7 +272,7 @@ class Bench:
         assert self.finish is not None, "a Bench made with watch=False sees no deal end"
         started = time.perf_counter()
         deal = self.start(p)
-        end = self.finish.wait(deal, timeout=120)
+        end = self.finish.wait(deal, timeout=self.settle_timeout)
         settled = end is not None and end[0] == "DealSettled"
         return {
             "deal": deal,
@@ -278,60 +297,136 @@ class Bench:
             "indexed": str(self.b.index.get(deal)),  # the automation's view: live while not ended
         }
 
-    def cost(self, deal: int) -> tuple[int, int]:
-        """Transactions and gas of a deal's own steps, from its timeline."""
-        txs = {s["tx"]: s["gas"] for s in self.b.timeline(deal)}
-        return len(txs), sum(txs.values())
+    def cost(self, deal: int) -> tuple[int, int, int | None]:
+        """Transactions and gas of a deal's own steps, and its blocks from the signature that
+        made it Signed to its DealSettled (None if it has not both), from its timeline."""
+        steps = self.b.timeline(deal)
+        txs = {s["tx"]: s["gas"] for s in steps}
+        signed = [
+            s["block"]
+            for s in steps
+            if s["step"] == "TermsAccepted" and s["details"]["state"] == State.SIGNED
+        ]
+        settled = [s["block"] for s in steps if s["step"] == "DealSettled"]
+        blocks = settled[0] - signed[0] if signed and settled else None
+        return len(txs), sum(txs.values()), blocks
 
     def deal(self, index: int) -> dict[str, Any]:
         """One whole deal, preparation included (for callers that run deals one by one)."""
         result = self.run(self.prepare(index))
         if result["settled"]:
-            result["txs"], result["gas"] = self.cost(result["deal"])
+            result["txs"], result["gas"], result["blocks"] = self.cost(result["deal"])
         return result
 
 
-def run_bench(deals: int, concurrency: int, *, as_json: bool = True, network: str | None = None) -> int:
+def node_deal_ceiling(session: ChainSession, deals: int) -> float:
+    """Deals/s of the node itself: every transaction of `deals` complete deals (all parties and
+    institutions) pre-signed and sent in JSON-RPC batches, stage by stage, until all are mined:
+    the growth bench's seeder, which mines its own large blocks, so it measures what the node
+    can execute, in either mining mode. The pipeline must be stopped: the seeder plays the
+    institutions with their accounts."""
+    from scripts.bench_growth import Seeder  # bench_growth builds on this module
+
+    seeded = Seeder(session).seed(deals)
+    return seeded.deals / seeded.seconds
+
+
+def _with_block_time(config: Config, network: str | None, block_time: float) -> Config:
+    """The config with the bench's network mining a block every `block_time` s (this run's node
+    only), and waiting for a receipt at least RECEIPT_BLOCKS blocks."""
+    name, net = config.network(network)
+    if block_time <= 0:
+        raise SystemExit("--block-time: seconds, more than 0")
+    if net.cmd not in ("anvil", "hardhat"):
+        raise SystemExit(f"--block-time: network {name!r} is not an embedded anvil or hardhat node")
+    if net.cmd == "anvil" and not float(block_time).is_integer():
+        raise SystemExit("--block-time: whole seconds on anvil (its evm_setIntervalMining takes no less)")
+    update = {
+        "cmd_settings": net.cmd_settings.model_copy(update={"block_time": block_time}),
+        "timeout": max(net.timeout, RECEIPT_BLOCKS * block_time),
+    }
+    return config.model_copy(update={"networks": {**config.networks, name: net.model_copy(update=update)}})
+
+
+def _automine(session: ChainSession) -> None:
+    """A block per transaction: the untimed setup (serial registrar and issuer transactions,
+    hours for thousands of deals at 1 s a block) and the node's own measures run this way."""
+    session.rpc.call("evm_setIntervalMining", [0])
+    session.rpc.call("evm_setAutomine", [True])
+
+
+def _interval_mining(session: ChainSession, block_time: float) -> None:
+    session.rpc.call("evm_setAutomine", [False])
+    # anvil takes whole seconds, hardhat milliseconds
+    interval = round(block_time * 1000) if session.network.cmd == "hardhat" else int(block_time)
+    session.rpc.call("evm_setIntervalMining", [interval])
+
+
+def run_bench(
+    deals: int,
+    concurrency: int,
+    *,
+    as_json: bool = True,
+    network: str | None = None,
+    block_time: float | None = None,
+) -> int:
+    config = load_config()
+    if block_time is not None:
+        config = _with_block_time(config, network, block_time)
+    settle_timeout = SETTLE_TIMEOUT_S
+    if block_time is not None:
+        settle_timeout += block_time * (SETTLE_BLOCKS + SETTLE_BLOCKS_PER_DEAL_IN_FLIGHT * concurrency)
     with (
         tempfile.TemporaryDirectory() as tmp,
-        ChainSession.open(network, persist=False, deployments_dir=Path(tmp)) as session,
+        ChainSession.open(network, config, persist=False, deployments_dir=Path(tmp)) as session,
     ):
         if session.node is None:
             raise SystemExit(
                 f"network {session.network_name!r} is not an embedded node: the bench needs its own"
             )
+        if block_time is not None:
+            _automine(session)
         deploy_project(session)
         ceiling = node_ceiling(session)
         services = Services.build(session, Path(tmp), poll_interval=0.01).start()
-        bench = Bench(session, services)
+        bench = Bench(session, services, settle_timeout=settle_timeout)
+        rpc = session.rpc  # the pipeline's client: the broker's calls, the automation's, the oracles'
         try:
             with ThreadPoolExecutor(concurrency) as pool:
                 prepared = list(pool.map(bench.prepare, range(deals)))
             node_pid = session.node.process.pid if session.node and session.node.process else None
             block_ms = [empty_block_ms(session)]
+            if block_time is not None:
+                _interval_mining(session, block_time)
             first_block = int(session.rpc.call("eth_blockNumber"), 16)
             cpu_before = cpu_seconds(), cpu_seconds(node_pid)
+            rpc_before = rpc.calls, rpc.requests
             started = time.perf_counter()
             # `concurrency` deals in flight: a worker takes the next deal when its deal has ended
             with ThreadPoolExecutor(concurrency) as pool:
                 results = list(pool.map(bench.run, prepared))
             seconds = time.perf_counter() - started
             cpu_after = cpu_seconds(), cpu_seconds(node_pid)
+            rpc_after = rpc.calls, rpc.requests
             blocks = int(session.rpc.call("eth_blockNumber"), 16) - first_block
+            if block_time is not None:
+                _automine(session)  # the node's own measures below, as in the automine mode
             block_ms.append(empty_block_ms(session))
             ceiling_end = node_ceiling(session)  # the same measure on the state the run left
             metrics = oracle_metrics(services.institutions.engine)
             for r in results:
                 if r["settled"]:
-                    r["txs"], r["gas"] = bench.cost(r["deal"])
+                    r["txs"], r["gas"], r["blocks"] = bench.cost(r["deal"])
             unsettled = [bench.stalled(r["deal"]) for r in results if not r["settled"]]
         finally:
             bench.close()
             services.stop()
+        deal_ceiling = node_deal_ceiling(session, deals)
     settled = [r for r in results if r["settled"]]
     per_deal_tx = sum(r["txs"] for r in settled) / max(1, len(settled))
     deals_per_s = len(settled) / seconds
     reactions = [v["latency_ms"]["p95"] for v in metrics.values() if "latency_ms" in v]
+    spans = [r["blocks"] for r in settled if r["blocks"] is not None]
     out = {
         "deals": deals,
         "settled": len(settled),
@@ -351,15 +446,28 @@ def run_bench(deals: int, concurrency: int, *, as_json: bool = True, network: st
         "blocks_per_deal": round(blocks / max(1, len(settled)), 2),
         "node_empty_block_ms": [round(ms, 2) for ms in block_ms],
         "node_ceiling_end_tx_per_s": round(ceiling_end, 1),
+        "block_time_s": block_time,  # None: automine
+        # a deal's own span on chain: from the signature that made it Signed to its DealSettled
+        "blocks_per_deal_p50": percentile(spans, 50),
+        "blocks_per_deal_p95": percentile(spans, 95),
+        # the pipeline's JSON-RPC calls (a batch's each; the broker's part included, the bench's
+        # watching for deal ends not), and the HTTP requests that carried them
+        "rpc_requests_per_deal": _per_deal(rpc_before[0], rpc_after[0], len(settled), 1),
+        "rpc_http_requests_per_deal": _per_deal(rpc_before[1], rpc_after[1], len(settled), 1),
+        "node_deal_ceiling_per_s": round(deal_ceiling, 2),
+        "ratio_to_deal_ceiling": round(deals_per_s / deal_ceiling, 4),
         # a deal that did not settle in time: where it stands, for the team to look into
         "unsettled": unsettled,
     }
     if not as_json:
         for key, value in out.items():
-            print(f"{key:24} {value}")
+            print(f"{key:27} {value}")
     print(json.dumps(out))
     return 0 if len(settled) == deals else 1
 
 
-def _per_deal(before: float | None, after: float | None, deals: int) -> float | None:
-    return None if before is None or after is None or not deals else round((after - before) * 1000 / deals, 1)
+def _per_deal(before: float | None, after: float | None, deals: int, scale: float = 1000) -> float | None:
+    """(after - before) per deal, times `scale` (seconds to ms by default)."""
+    if before is None or after is None or not deals:
+        return None
+    return round((after - before) * scale / deals, 1)

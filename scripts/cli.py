@@ -129,7 +129,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from scripts.bench import run_bench
 
-    return run_bench(args.deals, args.concurrency, as_json=args.json, network=args.network)
+    return run_bench(
+        args.deals, args.concurrency, as_json=args.json, network=args.network, block_time=args.block_time
+    )
 
 
 def _cmd_bench_growth(args: argparse.Namespace) -> int:
@@ -210,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "bench":
             p.add_argument("--deals", type=int, default=20)
             p.add_argument("--concurrency", type=int, default=4)
+            p.add_argument(
+                "--block-time", type=float, default=None, metavar="SECONDS",
+                help="interval mining, a block every SECONDS (default: automine)",
+            )  # fmt: skip
             p.add_argument("--json", action="store_true", help="only the JSON line")
         if name == "bench-growth":  # the same options as `python -m scripts.bench_growth`
             p.add_argument("--prior", default="10,10000", help="prior deal counts, comma-separated")
@@ -221,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--deals", type=int, default=200, help="deals per pipeline run")
             p.add_argument("--concurrency", default="4,12,24", help="comma-separated concurrencies (anvil)")
             p.add_argument("--hardhat-concurrency", type=int, default=12, help="the run on hardhat")
+            p.add_argument("--block-time", type=float, default=1.0, help="s a block, interval mining (anvil)")
+            p.add_argument("--block-time-deals", type=int, default=100, help="deals of that run")
+            p.add_argument("--block-time-concurrency", type=int, default=100, help="concurrency of that run")
             p.add_argument("--prior", default="10,10000", help="growth mode's prior deal counts")
             p.add_argument("--actions", type=int, default=10_000, help="state-machine actions")
             p.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -110,16 +111,31 @@ def test_serve_answers_stops_cleanly_and_resumes(project_copy):
     down(proc)
 
 
+BENCH_FIELDS = {
+    "deals", "settled", "seconds", "deals_per_s", "tx_per_deal", "gas_per_deal", "node_ceiling_tx_per_s",
+    "ratio_to_ceiling", "latency_p50_s", "latency_p95_s", "oracle_reaction_p95_ms",
+    "pipeline_cpu_ms_per_deal", "node_cpu_ms_per_deal", "blocks_per_deal", "node_empty_block_ms",
+    "node_ceiling_end_tx_per_s", "block_time_s", "blocks_per_deal_p50", "blocks_per_deal_p95",
+    "rpc_requests_per_deal", "rpc_http_requests_per_deal", "node_deal_ceiling_per_s", "ratio_to_deal_ceiling",
+    "unsettled",
+}  # fmt: skip
+
+
+def check_deal_ceiling_and_rpc(result: dict[str, Any]) -> None:
+    """The fields both mining modes report the same way."""
+    assert 1 <= result["blocks_per_deal_p50"] <= result["blocks_per_deal_p95"]
+    # a batch carries several calls in one HTTP request
+    assert result["rpc_requests_per_deal"] >= result["rpc_http_requests_per_deal"] > 0
+    assert result["node_deal_ceiling_per_s"] > 0 and result["ratio_to_deal_ceiling"] > 0
+    expected = result["deals_per_s"] / result["node_deal_ceiling_per_s"]
+    assert abs(result["ratio_to_deal_ceiling"] - expected) < 1e-3
+
+
 def test_bench_prints_its_json_with_every_field(project_copy):
     done = run(project_copy, "bench", "--deals", "2", "--concurrency", "2", "--json")
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert set(result) == {
-        "deals", "settled", "seconds", "deals_per_s", "tx_per_deal", "gas_per_deal", "node_ceiling_tx_per_s",
-        "ratio_to_ceiling", "latency_p50_s", "latency_p95_s", "oracle_reaction_p95_ms",
-        "pipeline_cpu_ms_per_deal", "node_cpu_ms_per_deal", "blocks_per_deal", "node_empty_block_ms",
-        "node_ceiling_end_tx_per_s", "unsettled",
-    }  # fmt: skip
+    assert set(result) == BENCH_FIELDS
     assert result["unsettled"] == []
     assert result["pipeline_cpu_ms_per_deal"] > 0 and result["node_cpu_ms_per_deal"] > 0
     # the run mined blocks; the cost of an empty block is read before and after it
@@ -128,6 +144,25 @@ def test_bench_prints_its_json_with_every_field(project_copy):
     assert result["settled"] == 2 and result["tx_per_deal"] >= 12 and result["node_ceiling_tx_per_s"] > 0
     expected = result["deals_per_s"] * result["tx_per_deal"] / result["node_ceiling_tx_per_s"]
     assert abs(result["ratio_to_ceiling"] - expected) < 1e-3
+    assert result["block_time_s"] is None  # automine
+    check_deal_ceiling_and_rpc(result)
+
+
+def test_bench_with_a_block_time_mines_on_the_interval(project_copy):
+    done = run(project_copy, "bench", "--block-time", "1", "--deals", "2", "--concurrency", "2", "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(result) == BENCH_FIELDS
+    assert result["block_time_s"] == 1 and result["settled"] == 2 and result["unsettled"] == []
+    # about a block a second in the timed window (automine would make one per transaction)
+    assert result["blocks_per_deal"] * result["settled"] <= result["seconds"] + 2
+    check_deal_ceiling_and_rpc(result)
+
+
+def test_bench_refuses_a_block_time_anvil_cannot_keep():
+    for seconds in ("0.5", "0"):
+        done = run(ROOT, "bench", "--block-time", seconds, "--deals", "1")
+        assert done.returncode != 0 and "--block-time" in done.stderr
 
 
 def test_bench_runs_on_hardhat_and_measures_its_ceiling_there(project_copy):
@@ -145,7 +180,8 @@ def test_benchmarks_writes_every_section_from_small_runs(project_copy, tmp_path)
     out = tmp_path / "BENCHMARKS.md"
     done = run(
         project_copy, "benchmarks", "--deals", "2", "--concurrency", "2", "--hardhat-concurrency", "2",
-        "--prior", "2,4", "--actions", "20", "--out", str(out), timeout=600,
+        "--block-time-deals", "2", "--block-time-concurrency", "2", "--prior", "2,4", "--actions", "20",
+        "--out", str(out), timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     text = out.read_text()
@@ -153,8 +189,10 @@ def test_benchmarks_writes_every_section_from_small_runs(project_copy, tmp_path)
                 "## Contracts' state machine", "## Oracle reaction per step", "## What bounds")  # fmt: skip
     assert [s for s in sections if s not in text] == []
     table = [line for line in text.splitlines() if line.startswith(("| anvil |", "| hardhat |"))]
-    assert [line.split(" | ")[0] for line in table] == ["| anvil", "| hardhat"]
+    assert [line.split(" | ")[:2] for line in table] == [
+        ["| anvil", "automine"], ["| hardhat", "automine"], ["| anvil", "1 s blocks"]
+    ]  # fmt: skip
     assert "failed" not in "\n".join(table)
     results = json.loads(done.stdout.strip().splitlines()[-1])
-    assert set(results["bench"]) == {"anvil C=2", "hardhat C=2"}
+    assert set(results["bench"]) == {"anvil C=2", "hardhat C=2", "anvil C=2 block 1s"}
     assert results["invariants"]["failures"] == 0 and results["invariants"]["actions"] >= 20
