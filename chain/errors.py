@@ -67,4 +67,3 @@ class ContractRevert(TransactionError):
 
 class DeploymentError(ChainError, RuntimeError):
     """Deploying or wiring the contracts failed."""
-
