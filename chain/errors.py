@@ -42,6 +42,11 @@ class TransactionTimeout(TransactionError, TimeoutError):
     """No receipt arrived in time; the transaction may still be mined later."""
 
 
+class TransactionLost(TransactionError):
+    """The node no longer has the transaction, or holds it behind a nonce it lost (it came back
+    from a crash or a revert without it): it will not be mined unless sent again."""
+
+
 class ContractRevert(TransactionError):
     """The EVM reverted; `name` and `args` are the decoded custom error.
 

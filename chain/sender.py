@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from eth_account.signers.local import LocalAccount
 
-from chain.errors import ContractRevert, RpcError, TransactionError, TransactionTimeout
+from chain.errors import ContractRevert, RpcError, TransactionError, TransactionLost, TransactionTimeout
 from chain.revert import ErrorDecoder, revert_data
 from chain.rpc import Rpc, raise_errors
 from chain.txsign import TxSigner, call_fields
@@ -21,6 +21,10 @@ NONCE_USED = ("nonce too low", "correct nonce", "nonce has already been used")
 # nonce is on its way from another thread (an outbox), so the send is tried again shortly.
 _NONCE_GAP = "can't be queued"
 _GAP_WAITS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+# A receipt this late has the node asked whether it still has the transaction at all, and
+# whether it sits behind a nonce gap; twice, this far apart, before the wait gives up on it
+# (an outbox fills a passing gap within milliseconds).
+STRANDED_AFTER = 2.0
 
 
 @dataclass(frozen=True)
@@ -275,7 +279,9 @@ class Sender:
 
     def wait(self, tx_hash: str, timeout: float | None = None) -> Receipt:
         """The receipt, once mined; a failed transaction raises its decoded ContractRevert."""
-        deadline = time.monotonic() + (timeout or self.timeout)
+        start = time.monotonic()
+        deadline = start + (timeout or self.timeout)
+        check, stranded = start + STRANDED_AFTER, 0
         delay = 0.0005  # an automining node has the receipt within a millisecond or so
         while True:
             raw = self.rpc.call("eth_getTransactionReceipt", [tx_hash])
@@ -284,10 +290,34 @@ class Sender:
                 if receipt.status != 1:
                     raise explain_failure(self.rpc, self.errors, tx_hash, receipt)
                 return receipt
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now >= check:
+                why = self._stranded(tx_hash)
+                stranded = stranded + 1 if why else 0
+                if stranded >= 2:
+                    self.resync()  # the node's count, not ours, gives the next nonce out
+                    raise TransactionLost(f"{tx_hash} will not be mined: {why}")
+                check = now + STRANDED_AFTER
+            if now >= deadline:
                 raise TransactionTimeout(f"no receipt for {tx_hash} after {timeout or self.timeout:.0f}s")
             time.sleep(delay)
             delay = min(delay * 2, self.poll_interval)
+
+    def _stranded(self, tx_hash: str) -> str | None:
+        """Why the node will never mine `tx_hash` as things stand, or None if it may."""
+        tx, pending = raise_errors(
+            self.rpc.batch(
+                [
+                    ("eth_getTransactionByHash", [tx_hash]),
+                    ("eth_getTransactionCount", [self.address, "pending"]),
+                ]
+            )
+        )
+        if tx is None:
+            return "the node does not have it"
+        if tx.get("blockNumber") is None and int(tx["nonce"], 16) > int(pending, 16):
+            return f"nonce {int(tx['nonce'], 16)} waits behind {int(pending, 16)}, which the node lost"
+        return None
 
     def receipts(self, tx_hashes: list[str]) -> list[Receipt | None]:
         """Receipts of several transactions in one request (None: not mined yet). A failed one

@@ -137,6 +137,10 @@ class DealDriver:
                 self.tick()
             except (ChainError, OSError) as exc:
                 self._log("loop_error", None, error=str(exc))
+                # A transaction may have been lost with the node (its nonce counted here, not on
+                # the chain that came back): the next one takes the node's count.
+                for name in set(self.b.brokers.values()):
+                    self.b.session.sender(name).resync()
                 stop.wait(1.0)
                 continue
             stop.wait(self.poll_interval)

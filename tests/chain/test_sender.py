@@ -7,7 +7,7 @@ import pytest
 from eth_account import Account
 
 from chain.deploy import role_id
-from chain.errors import ContractRevert, RpcError, TransactionError, TransactionTimeout
+from chain.errors import ContractRevert, RpcError, TransactionError, TransactionLost, TransactionTimeout
 from chain.node import free_port
 from chain.rpc import Rpc
 from chain.sender import FeePolicy, Sender
@@ -86,6 +86,38 @@ def test_receipt_timeout(chain, token, anvil_only):
         assert bank.wait(tx).status == 1  # it was pending, not lost
     finally:
         chain.rpc.call("evm_setAutomine", [True])
+
+
+def test_a_transaction_behind_a_lost_nonce_is_given_up_and_the_nonce_retaken(chain, token, anvil_only):
+    """The chain came back without this sender's last transaction (a node restarted from an
+    older state, here an evm_revert): the next one waits behind the lost nonce. The wait says
+    so within seconds instead of timing out, and the send after it takes the node's count."""
+    bank = Sender(chain.rpc, chain.signers["bank"].account, chain.chain_id, errors=chain.errors)
+    buyer = chain.signers["buyer"].address
+    token.transact(bank, "mint", buyer, 1)
+    before = chain.rpc.call("evm_snapshot")
+    token.transact(bank, "mint", buyer, 2)
+    chain.rpc.call("evm_revert", [before])  # the node lost nonce n; bank counts n + 1
+    began = time.monotonic()
+    with pytest.raises(TransactionLost, match="waits behind"):
+        token.transact(bank, "mint", buyer, 3)
+    assert time.monotonic() - began < 10  # not the 30 s receipt timeout
+    token.transact(bank, "mint", buyer, 4)  # at nonce n: mined, and the stranded one after it
+    assert token.call("balanceOf", buyer) == 1 + 4 + 3
+
+
+def test_a_transaction_the_node_dropped_is_given_up(chain, token, anvil_only):
+    chain.rpc.call("evm_setAutomine", [False])
+    try:
+        bank = chain.sender("bank")
+        tx = token.send(bank, "mint", chain.signers["buyer"].address, 1, gas=120_000)
+        chain.rpc.call("anvil_dropTransaction", [tx])
+        with pytest.raises(TransactionLost, match="does not have it"):
+            bank.wait(tx)
+    finally:
+        chain.rpc.call("evm_setAutomine", [True])
+    token.transact(bank, "mint", chain.signers["buyer"].address, 2)  # the dropped nonce, retaken
+    assert token.call("balanceOf", chain.signers["buyer"].address) == 2
 
 
 def test_fee_modes(chain, token):
