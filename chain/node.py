@@ -6,8 +6,10 @@ import ctypes
 import fcntl
 import functools
 import json
+import logging
 import os
 import queue
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +26,8 @@ from typing import IO
 
 from chain.config import Config, NetworkSettings
 from chain.errors import NodeError
+
+log = logging.getLogger("deedchain.node")
 
 
 def free_port() -> int:
@@ -115,6 +119,15 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:  # alive, someone else's
         pass
+    return True
+
+
+def _parses(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            json.load(f)
+    except (ValueError, OSError):
+        return False
     return True
 
 
@@ -264,11 +277,38 @@ class EmbeddedNode:
             return self
         self._lock_state()
         try:
+            self._check_state()
             return self._start(timeout)
         except BaseException:
             self._kill()
             self._unlock()
             raise
+
+    @property
+    def state_backup(self) -> Path | None:
+        """anvil's last state file that parsed, kept at each start (anvil rewrites its file in
+        place, so a kill in the middle of a dump leaves it cut short)."""
+        if self.kind != "anvil" or self.state is None:
+            return None
+        return self.state.with_name(self.state.name + ".good")
+
+    def _check_state(self) -> None:
+        """Start from a state anvil can read: back a sound file up, or put the backup back in
+        place of one cut short (the pipeline's transaction journal sends again what it lacks)."""
+        backup, state = self.state_backup, self.state
+        if backup is None or state is None or not state.exists():
+            return
+        if _parses(state):
+            partial = backup.with_name(backup.name + ".partial")
+            shutil.copyfile(state, partial)
+            partial.replace(backup)
+            return
+        if not backup.exists():
+            raise NodeError(f"{state} is not a whole state file (a dump cut short?) and has no backup")
+        damaged = state.with_name(state.name + ".damaged")
+        state.replace(damaged)
+        shutil.copyfile(backup, state)
+        log.warning(json.dumps({"event": "state_restored", "state": str(state), "damaged": str(damaged)}))
 
     def _start(self, timeout: float) -> EmbeddedNode:
         fixed_port = self.port != 0

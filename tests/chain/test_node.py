@@ -40,6 +40,31 @@ def test_restart_keeps_state(config, tmp_path, kind, node_kind):
         assert token.call("balanceOf", buyer) == 123_457
 
 
+def test_a_state_file_cut_short_is_replaced_by_its_last_sound_copy(config, tmp_path, anvil_only):
+    """anvil rewrites its state file in place: a kill mid-dump leaves it cut short, and anvil
+    refuses to start on it. The start before kept a copy of the last sound file; it takes its
+    place, the damaged file is kept beside it, and the node starts with the older chain."""
+    state = tmp_path / "state.json"
+    with ChainSession.open("development", config, state=state, deployments_dir=tmp_path) as first:
+        deploy_project(first)
+        deployed = int(first.rpc.call("eth_blockNumber"), 16)
+    with ChainSession.open("development", config, state=state, deployments_dir=tmp_path) as second:
+        assert second.node is not None and second.node.state_backup is not None
+        assert second.node.state_backup.read_bytes() == state.read_bytes()  # the sound copy
+        first_block = second.rpc.call("eth_getBlockByNumber", ["0x1", False])["hash"]
+        second.rpc.call("evm_mine")
+    whole = state.read_bytes()
+    state.write_bytes(whole[: len(whole) // 2])
+    with ChainSession.open("development", config, state=state, deployments_dir=tmp_path) as third:
+        assert int(third.rpc.call("eth_blockNumber"), 16) == deployed  # the backup's chain
+        assert third.rpc.call("eth_getBlockByNumber", ["0x1", False])["hash"] == first_block
+    assert state.with_name("state.json.damaged").read_bytes() == whole[: len(whole) // 2]
+    state.write_bytes(b"{")
+    state.with_name("state.json.good").unlink()
+    with pytest.raises(NodeError, match="not a whole state file"):
+        EmbeddedNode(config, config.networks["development"], name="development", state=state).start()
+
+
 @pytest.mark.parametrize("kind", ["anvil", "ganache"])
 def test_one_state_one_node(config, tmp_path, kind, node_kind):
     """A second node on a state in use is refused, naming who holds it; a throwaway node needs
