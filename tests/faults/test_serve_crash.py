@@ -1,7 +1,7 @@
 """(issue 13) `deedchain serve` and its node killed together (SIGKILL, the same instant) right
 after the API answered 2xx for a write, or right after the automation or an oracle moved the
 deal on; then `serve` is started again on the same state and the deal goes on from where the
-API says it is. The embedded anvil writes its state only every 2 s, so each kill most likely
+API says it is. The embedded anvil writes its state only once a second, so each kill most likely
 loses the last transactions from the node: the pipeline must put back what it answered
 success for. Variant 2 rolls the node's state file back to an older copy before one restart.
 
