@@ -1,10 +1,16 @@
-"""A reorg-safe event stream over eth_getLogs.
+"""A reorg-safe event stream over eth_getLogs, and a hub that serves many streams with one poll.
 
 Polls bounded block ranges up to head - confirmations, decodes logs with the ABIs given,
 remembers the hashes of recent blocks, and when one of them changes (a reorg) rewinds to the
 last block still on the canonical chain. Nothing relies on node-side filters, so a node
 restart or a failover to another endpoint loses nothing. The cursor is plain JSON: persist it
 (with `SqliteCursorStore`, or in the consumer's own DB transaction) and resume from it.
+
+Every stream reads the chain through a `LogHub`. A lone stream has one of its own; the streams
+of a process (each oracle's, the deal index's) share one, so that a poll round asks the node
+once for the head and once for the logs of all of them, whichever stream asks first, from
+whichever thread. Each stream still keeps its own cursor and gets exactly what it would have
+read alone.
 """
 
 from __future__ import annotations
@@ -13,10 +19,11 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+import weakref
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from chain.abi import ContractABI
 from chain.rpc import Rpc, raise_errors
@@ -77,7 +84,7 @@ class Batch:
 class EventStream:
     def __init__(
         self,
-        rpc: Rpc,
+        source: Rpc | LogHub,
         contracts: dict[str, tuple[str, ContractABI]],
         *,
         start_block: int = 0,
@@ -86,10 +93,15 @@ class EventStream:
         block_range: int = 2000,
         poll_interval: float = 0.2,
         events: Iterable[str] | None = None,
+        max_age: float | None = None,
     ) -> None:
-        """`events`: only these event names (any of the contracts); the node filters by topic,
-        so logs nobody here reads are neither sent nor decoded."""
-        self.rpc = rpc
+        """`source`: the node, or the hub this stream shares with the others of its process.
+        `events`: only these event names (any of the contracts); the node filters by topic,
+        so logs nobody here reads are neither sent nor decoded. `max_age`: how old a read of
+        the chain (by any stream of the hub) may be to serve a poll; None: the hub's, 0: only
+        a read begun during the poll, so that the poll sees what happened before it began."""
+        self.hub = source if isinstance(source, LogHub) else LogHub(source)
+        self.rpc = self.hub.rpc
         self.contracts = {addr.lower(): named for addr, named in contracts.items()}
         self.topics: list[str] | None = None
         if events is not None:
@@ -105,12 +117,8 @@ class EventStream:
         self.confirmations = confirmations
         self.block_range = block_range
         self.poll_interval = poll_interval
-
-    def _block_hashes(self, numbers: list[int]) -> dict[int, str]:
-        answers = raise_errors(self.rpc.batch([("eth_getBlockByNumber", [hex(n), False]) for n in numbers]))
-        return {
-            n: block["hash"] for n, block in zip(numbers, answers, strict=True) if isinstance(block, dict)
-        }
+        self.max_age = max_age
+        self.hub.add(self)
 
     def _check_reorg(self, newest_now: dict[str, Any] | None, head: int) -> int | None:
         """The block to rewind to if a recorded block left the canonical chain, else None.
@@ -123,48 +131,55 @@ class EventStream:
         recorded = sorted(self.cursor.hashes, reverse=True)
         if isinstance(newest_now, dict) and newest_now.get("hash") == self.cursor.hashes[recorded[0]]:
             return None
-        canonical = self._block_hashes(recorded)
+        canonical = self.hub.block_hashes(recorded)
         for number in recorded:
             if canonical.get(number) == self.cursor.hashes[number]:
                 return number
         self.cursor = Cursor(self.cursor.next_block)  # none of the record holds: forget it all
         return self.start_block - 1
 
-    def poll(self) -> Batch:
-        """Read the next bounded range of confirmed blocks (possibly empty)."""
-        # The head block and the newest recorded block in one request: an idle poll costs one.
-        calls: list[tuple[str, list[Any]]] = [("eth_getBlockByNumber", ["latest", False])]
-        if self.cursor.hashes:
-            calls.append(("eth_getBlockByNumber", [hex(max(self.cursor.hashes)), False]))
-        answers = raise_errors(self.rpc.batch(calls))
-        head = int(answers[0]["number"], 16)
-        ancestor = self._check_reorg(answers[1] if len(answers) > 1 else None, head)
-        if ancestor is not None:
-            self.cursor = Cursor(ancestor + 1, {n: h for n, h in self.cursor.hashes.items() if n <= ancestor})
-            return Batch([], Cursor(self.cursor.next_block, dict(self.cursor.hashes)), ancestor)
-        safe = head - self.confirmations
-        start = self.cursor.next_block
-        if start > safe:
-            return Batch([], Cursor(start, dict(self.cursor.hashes)), safe_head=safe)
-        end = min(safe, start + self.block_range - 1)
+    def _want(self, head: int) -> _Want | None:
+        """What the next poll reads with `head` as the chain's head: its range of confirmed
+        blocks, and the blocks whose hashes it records beside the logs. None: nothing new.
+        The hub asks this of every stream it serves, from any thread: one cursor read."""
+        cursor = self.cursor
+        start = cursor.next_block
+        end = min(head - self.confirmations, start + self.block_range - 1)
+        if start > end:
+            return None
         # Every hash recorded is read before or with the logs: if the chain moves after it was
         # read, it disagrees with the chain at the next poll, which rewinds past it. So the
         # logs' own block hashes serve, and no block is fetched per log. Only a stream with no
         # recorded block a few blocks deep (fresh, or after a long jump) also reads some older
         # blocks, so that a reorg of several blocks still finds an ancestor.
-        wanted = [] if end == head else [end]
-        if not any(n <= end - ANCHOR_AFTER for n in self.cursor.hashes):
-            wanted += [end - d for d in ANCHOR_DEPTHS if end - d >= 0]
-        canonical = self._block_hashes(wanted) if wanted else {}
-        end_hash = answers[0]["hash"] if end == head else canonical.get(end)
-        query: dict[str, Any] = {
-            "fromBlock": hex(start),
-            "toBlock": hex(end),
-            "address": list(self.contracts),
-        }
-        if self.topics is not None:
-            query["topics"] = [self.topics]
-        logs = self.rpc.call("eth_getLogs", [query])
+        wanted = set() if end == head else {end}
+        if not any(n <= end - ANCHOR_AFTER for n in cursor.hashes):
+            wanted |= {end - d for d in ANCHOR_DEPTHS if end - d >= 0}
+        return _Want(self, start, end, frozenset(wanted))
+
+    def newest_recorded(self) -> int | None:
+        hashes = self.cursor.hashes
+        return max(hashes) if hashes else None
+
+    def poll(self) -> Batch:
+        """Read the next bounded range of confirmed blocks (possibly empty)."""
+        since = time.monotonic() - (self.hub.max_age if self.max_age is None else self.max_age)
+        # The head block and the newest recorded block in one read: an idle poll costs one.
+        newest = self.newest_recorded()
+        heads = self.hub.heads(newest, since)
+        head = heads.number
+        ancestor = self._check_reorg(None if newest is None else heads.block(newest), head)
+        if ancestor is not None:
+            self.cursor = Cursor(ancestor + 1, {n: h for n, h in self.cursor.hashes.items() if n <= ancestor})
+            return Batch([], Cursor(self.cursor.next_block, dict(self.cursor.hashes)), ancestor)
+        safe = head - self.confirmations
+        want = self._want(head)
+        if want is None:
+            return Batch([], Cursor(self.cursor.next_block, dict(self.cursor.hashes)), safe_head=safe)
+        start, end = want.start, want.end
+        # logs read after the head it was planned on: the hashes it records are no older
+        logs, canonical = self.hub.logs(want, head, max(since, heads.started))
+        end_hash = heads.head["hash"] if end == head else canonical.get(end)
         canonical.update({int(log["blockNumber"], 16): log["blockHash"] for log in logs})
         if (
             end_hash is None
@@ -176,9 +191,7 @@ class EventStream:
         canonical[end] = end_hash
         events = []
         for log in logs:
-            named = self.contracts.get(log["address"].lower())
-            if named is None:
-                continue
+            named = self.contracts[log["address"].lower()]
             decoded = named[1].decode_log(log)
             if decoded is None:
                 continue
@@ -208,6 +221,225 @@ class EventStream:
                     stop.wait(self.poll_interval)
                 else:
                     time.sleep(self.poll_interval)
+
+
+@dataclass(frozen=True, eq=False)
+class _Want:
+    stream: EventStream
+    start: int
+    end: int
+    hashes: frozenset[int]
+
+
+@dataclass(eq=False)
+class _Read:
+    started: float  # time.monotonic() when it was planned
+    done: bool = False
+    error: BaseException | None = None
+
+
+@dataclass(eq=False)
+class _HeadRead(_Read):
+    numbers: frozenset[int] = frozenset()  # the blocks read beside the head
+    head: dict[str, Any] = field(default_factory=dict)
+    blocks: dict[int, Any] = field(default_factory=dict)
+
+    @property
+    def number(self) -> int:
+        return int(self.head["number"], 16)
+
+    def block(self, number: int) -> Any:
+        if number in self.blocks:
+            return self.blocks[number]
+        return self.head if number == self.number else None
+
+
+@dataclass(eq=False)
+class _LogRead(_Read):
+    start: int = 0
+    end: int = 0
+    addresses: frozenset[str] = frozenset()
+    topics: frozenset[str] | None = None  # None: every topic
+    wanted: frozenset[int] = frozenset()  # the blocks whose hashes are read with the logs
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    hashes: dict[int, str] = field(default_factory=dict)
+
+    def covers(self, want: _Want) -> bool:
+        topics = want.stream.topics
+        return (
+            self.start <= want.start
+            and want.end <= self.end
+            and self.addresses.issuperset(want.stream.contracts)
+            and (self.topics is None or (topics is not None and self.topics.issuperset(topics)))
+            and self.wanted.issuperset(want.hashes)
+        )
+
+    def part(self, want: _Want) -> tuple[list[dict[str, Any]], dict[int, str]]:
+        """The logs and hashes `want`'s stream would have read by itself, in the node's order."""
+        stream = want.stream
+        topics = None if stream.topics is None else set(stream.topics)
+        logs = [
+            log
+            for log in self.logs
+            if want.start <= int(log["blockNumber"], 16) <= want.end
+            and log["address"].lower() in stream.contracts
+            and (topics is None or (bool(log["topics"]) and log["topics"][0] in topics))
+        ]
+        return logs, {n: self.hashes[n] for n in want.hashes if n in self.hashes}
+
+
+R = TypeVar("R", bound=_Read)
+
+
+class LogHub:
+    """Reads the chain for every EventStream built on it: per round one request for the head
+    and the newest recorded block of each stream (their reorg checks), and one eth_getLogs over
+    the addresses and the joined block ranges of all the streams whose ranges touch.
+
+    A stream that polls while a read that serves it is in flight waits for that read; one that
+    finds a read younger than its `max_age` takes it. Only one read of each kind is in flight
+    at a time: who asks meanwhile waits for it and then shares the next. A stream far behind
+    the others (added later, or rewound) reads its own range and holds none of them back.
+    """
+
+    def __init__(self, rpc: Rpc, *, max_age: float = 0.0) -> None:
+        """`max_age`: how old a read may be to serve a stream's poll (a stream may ask for
+        less). Up to a poll interval costs only latency that waiting to poll again costs."""
+        self.rpc = rpc
+        self.max_age = max_age
+        self._streams: weakref.WeakSet[EventStream] = weakref.WeakSet()
+        self._cond = threading.Condition()
+        self._reads: dict[str, _Read] = {}
+
+    def add(self, stream: EventStream) -> None:
+        with self._cond:
+            self._streams.add(stream)
+
+    def block_hashes(self, numbers: list[int]) -> dict[int, str]:
+        """The canonical hashes of these blocks, read now (a reorg check's slow path)."""
+        answers = raise_errors(self.rpc.batch([("eth_getBlockByNumber", [hex(n), False]) for n in numbers]))
+        return {
+            n: block["hash"] for n, block in zip(numbers, answers, strict=True) if isinstance(block, dict)
+        }
+
+    def heads(self, newest: int | None, since: float) -> _HeadRead:
+        """The head block, and block `newest` beside it, as read at or after `since`."""
+
+        def covers(read: _HeadRead) -> bool:
+            return newest is None or newest in read.numbers or (read.done and read.number == newest)
+
+        def plan(started: float) -> _HeadRead:
+            numbers = {newest, *(s.newest_recorded() for s in self._streams)}
+            return _HeadRead(started, numbers=frozenset(n for n in numbers if n is not None))
+
+        def fetch(read: _HeadRead) -> None:
+            order = sorted(read.numbers)
+            calls = [("eth_getBlockByNumber", ["latest", False])]
+            calls += [("eth_getBlockByNumber", [hex(n), False]) for n in order]
+            answers = raise_errors(self.rpc.batch(calls))
+            read.head = answers[0]
+            read.blocks = dict(zip(order, answers[1:], strict=True))
+
+        return self._share("heads", since, covers, plan, fetch)
+
+    def logs(self, want: _Want, head: int, since: float) -> tuple[list[dict[str, Any]], dict[int, str]]:
+        """The logs of `want`'s range for its stream, and the hashes it wants, read at or after
+        `since` by a read that also reads for the other streams whose ranges touch it (their
+        next reads planned on `head`, the head `want` was planned on)."""
+
+        def plan(started: float) -> _LogRead:
+            group = self._group(want, head)
+            streams = [w.stream for w in group]
+            topics: set[str] | None = set()
+            for s in streams:
+                topics = None if topics is None or s.topics is None else topics | set(s.topics)
+            return _LogRead(
+                started,
+                start=min(w.start for w in group),
+                end=max(w.end for w in group),
+                addresses=frozenset(a for s in streams for a in s.contracts),
+                topics=None if topics is None else frozenset(topics),
+                wanted=frozenset(n for w in group for n in w.hashes),
+            )
+
+        def fetch(read: _LogRead) -> None:
+            query: dict[str, Any] = {
+                "fromBlock": hex(read.start),
+                "toBlock": hex(read.end),
+                "address": sorted(read.addresses),
+            }
+            if read.topics is not None:
+                query["topics"] = [sorted(read.topics)]
+            numbers = sorted(read.wanted)
+            if not numbers:
+                read.logs = self.rpc.call("eth_getLogs", [query])
+                return
+            # the hashes with the logs, in one request: no recorded hash is younger than the logs
+            calls = [("eth_getBlockByNumber", [hex(n), False]) for n in numbers]
+            answers = raise_errors(self.rpc.batch([*calls, ("eth_getLogs", [query])]))
+            read.hashes = {
+                n: block["hash"]
+                for n, block in zip(numbers, answers[:-1], strict=True)
+                if isinstance(block, dict)
+            }
+            read.logs = answers[-1]
+
+        read = self._share("logs", since, lambda r: r.covers(want), plan, fetch)
+        return read.part(want)
+
+    def _group(self, want: _Want, head: int) -> list[_Want]:
+        """`want` and the next reads of the other streams (planned on the same head) whose
+        ranges overlap or adjoin it, joined while the whole stays within the longest range."""
+        wants = [want]
+        for stream in self._streams:
+            other = None if stream is want.stream else stream._want(head)
+            if other is not None:
+                wants.append(other)
+        cap = max(w.stream.block_range for w in wants)
+        groups: list[tuple[int, int, list[_Want]]] = []
+        for w in sorted(wants, key=lambda w: (w.start, w.end)):
+            if groups and w.start <= groups[-1][1] + 1 and max(w.end, groups[-1][1]) - groups[-1][0] < cap:
+                start, end, members = groups[-1]
+                groups[-1] = (start, max(end, w.end), [*members, w])
+            else:
+                groups.append((w.start, w.end, [w]))
+        return next(members for _s, _e, members in groups if any(w is want for w in members))
+
+    def _share(
+        self,
+        kind: str,
+        since: float,
+        covers: Callable[[R], bool],
+        plan: Callable[[float], R],
+        fetch: Callable[[R], None],
+    ) -> R:
+        """A read of `kind` begun at or after `since` that `covers` the caller: the one in flight
+        or the newest done, or else a new one, read by the caller's thread."""
+        with self._cond:
+            while True:
+                read = cast(R | None, self._reads.get(kind))
+                if read is not None and read.started >= since and read.error is None and covers(read):
+                    while not read.done:
+                        self._cond.wait()
+                    if read.error is not None:
+                        raise read.error  # it failed for everyone who waited on it
+                    return read
+                if read is not None and not read.done:
+                    self._cond.wait()  # one read of a kind at a time: wait, then share the next
+                    continue
+                mine = plan(time.monotonic())
+                self._reads[kind] = mine
+                break
+        try:
+            fetch(mine)
+        except BaseException as exc:
+            mine.error = exc
+            raise
+        finally:
+            with self._cond:
+                mine.done = True
+                self._cond.notify_all()
+        return mine
 
 
 class SqliteCursorStore:

@@ -15,6 +15,7 @@ import socket
 import ssl
 import threading
 import time
+from collections import Counter
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -45,6 +46,8 @@ class Rpc:
         self._local = threading.local()
         self.requests = 0  # how many HTTP requests were sent, for measurements
         self.calls = 0  # how many JSON-RPC calls they carried (a batch's each)
+        self.methods: Counter[str] = Counter()  # those calls by method
+        self._counting = threading.Lock()  # threads share one client: no count is lost
 
     @property
     def url(self) -> str:
@@ -91,8 +94,7 @@ class Rpc:
         for attempt in range(self.retries + 1):
             url = self.url
             try:
-                self.requests += 1
-                self.calls += len(payload) if isinstance(payload, list) else 1
+                self._count(payload)
                 answer = self._send(url, body)
                 self._local.retried = attempt > 0  # an earlier try may have reached the node
                 return answer
@@ -104,6 +106,13 @@ class Rpc:
                     time.sleep(delay)
                     delay = min(delay * 2, 2.0)
         raise RpcError(f"JSON-RPC endpoint unreachable after {self.retries + 1} tries: {last}")
+
+    def _count(self, payload: Any) -> None:
+        items = payload if isinstance(payload, list) else [payload]
+        with self._counting:
+            self.requests += 1
+            self.calls += len(items)
+            self.methods.update(item["method"] for item in items)
 
     def call(self, method: str, params: list[Any] | None = None) -> Any:
         """One call; an error object raises RpcError with its code and data."""
