@@ -97,6 +97,7 @@ class Brokerage:
             start_block=self.start_block,
             block_range=session.network.block_range,
             forward=[(self.token, "Transfer"), (self.token, "Approval")],
+            hub=inst.hub,
         )
         self.lender_oracle = next(
             o for o in inst.oracles if isinstance(o, BankOracle) and o.store.oracle == f"bank:{LENDER}"

@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, text
 
 from chain.contract import Contract
-from chain.events import Batch, ChainEvent, Cursor, EventStream
+from chain.events import Batch, ChainEvent, Cursor, EventStream, LogHub
 from chain.rpc import Rpc
 from pipeline.domain import State
 
@@ -104,21 +104,24 @@ class DealIndex:
         start_block: int,
         block_range: int = 2000,
         forward: Iterable[tuple[Contract, str]] = (),
+        hub: LogHub | None = None,
     ) -> None:
         """`forward`: other (contract, event) pairs the stream also reads, for the listeners;
-        the index itself ignores them."""
+        the index itself ignores them. `hub`: the log poller its stream shares with the
+        process's other streams."""
         self.engine = engine
         self.escrow = escrow
         create_tables(engine)
         forward = list(forward)
         watched = {c.address: (c.name, c.abi) for c in (escrow, *(c for c, _e in forward))}
         self.stream = EventStream(
-            rpc,
+            hub or rpc,
             watched,
             start_block=start_block,
             cursor=self._load_cursor(),
             block_range=block_range,
             events=EVENTS | {e for _c, e in forward},
+            max_age=0.0,  # read-your-writes: a sync sees every block mined before it began
         )
         self._saved = Cursor(self.stream.cursor.next_block, dict(self.stream.cursor.hashes))
         self._lock = threading.Lock()

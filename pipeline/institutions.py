@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from chain.events import LogHub
 from chain.node import free_port
 from chain.session import ChainSession
 from pipeline.adapters.http import (
@@ -50,6 +51,7 @@ class Institutions:
     parcels: dict[str, str]
     engine: Engine  # the oracles' books, the journal and the wallet
     journal: TxJournal
+    hub: LogHub  # the one poller of the chain's logs for every event stream on this chain
     adapters: dict[str, Any] = field(default_factory=dict)
     services: list[ServiceThread] = field(default_factory=list)
     oracles: list[Oracle] = field(default_factory=list)
@@ -65,8 +67,11 @@ class Institutions:
         http_secrets: dict[str, bytes] | None = None,
         confirmations: int | None = None,
         poll_interval: float | None = None,
+        hub: LogHub | None = None,
     ) -> Institutions:
-        """Seed and wire the institutions; with `http_secrets` they answer through HTTP hooks."""
+        """Seed and wire the institutions; with `http_secrets` they answer through HTTP hooks.
+        `hub`: the process's log poller; by default one of their own that shares only polls
+        made at the same time (oracles stepped by hand see every block before the step)."""
         urls = {n: sqlite_url(folder / f"{n}.db") for n in ("registry", "lender", "bank", "oracles")} | (
             urls or {}
         )
@@ -86,7 +91,8 @@ class Institutions:
         seed_bank(lender, {n: signers[n].address for n in parties if n in signers})
         bank = ReferenceBank(urls["bank"], bank_name="Seoul Mortgage Bank", known_issuers={issuer})
         seed_bank(bank, owners, registry=registry, creditor=signers[BANK].address)
-        inst = cls(session, folder, urls, registry, lender, bank, parcels, engine, journal)
+        hub = hub or LogHub(session.rpc)
+        inst = cls(session, folder, urls, registry, lender, bank, parcels, engine, journal, hub)
         inst.adapters = {"registry": registry, "lender": lender, "bank": bank}
         if http_secrets:
             inst.adapters = {
@@ -111,6 +117,7 @@ class Institutions:
             "engine": self.engine,
             "confirmations": confirmations,
             "poll_interval": poll_interval,
+            "hub": self.hub,
         }
         oracles: list[Oracle] = [
             registry_oracle(self.session, signer=REGISTRAR, adapter=self.adapters["registry"], **common),

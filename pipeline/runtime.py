@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 
 from chain.contract import Contract
 from chain.deploy import load_deployment
-from chain.events import EventStream
+from chain.events import EventStream, LogHub
 from chain.session import ChainSession
 from pipeline.adapters.http import HookClient
 from pipeline.adapters.protocols import BankAdapter, LandRegistryAdapter
@@ -34,18 +34,23 @@ def deployed_contracts(session: ChainSession) -> tuple[dict[str, Contract], int]
     return contracts, min(int(record[name]["block"]) for name in CONTRACTS)
 
 
+def oracle_poll_interval(session: ChainSession, poll_interval: float | None = None) -> float:
+    """How long an oracle's loop waits when caught up; also how old a shared read may be."""
+    return poll_interval or min(session.network.poll_interval, 0.05)
+
+
 def _stream(session: ChainSession, store: OracleStore, contracts: dict[str, Contract], start: int,
             confirmations: int | None, poll_interval: float | None,
-            events: frozenset[str]) -> EventStream:  # fmt: skip
+            events: frozenset[str], hub: LogHub | None) -> EventStream:  # fmt: skip
     network = session.network
     return EventStream(
-        session.rpc,
+        hub or session.rpc,
         {contracts[n].address: (n, contracts[n].abi) for n in WATCHED},
         start_block=start,
         cursor=store.load_cursor(),
         confirmations=network.confirmations if confirmations is None else confirmations,
         block_range=network.block_range,
-        poll_interval=poll_interval or min(network.poll_interval, 0.05),
+        poll_interval=oracle_poll_interval(session, poll_interval),
         events=events,
     )
 
@@ -76,6 +81,8 @@ def reference_oracles(
         "engine": engine,
         "confirmations": confirmations,
         "poll_interval": poll_interval,
+        # the oracles poll in threads: one read of the chain a poll interval serves all three
+        "hub": LogHub(session.rpc, max_age=oracle_poll_interval(session, poll_interval)),
     }
     registry = ReferenceRegistry(registry_db)
     lender = ReferenceBank(lender_db, bank_name="lender", known_issuers=known_issuers)
@@ -95,6 +102,7 @@ def bank_oracle(
     engine: Engine,
     confirmations: int | None = None,
     poll_interval: float | None = None,
+    hub: LogHub | None = None,
 ) -> BankOracle:
     contracts, start = deployed_contracts(session)
     store = OracleStore(engine, f"bank:{signer}")
@@ -102,7 +110,9 @@ def bank_oracle(
     return BankOracle(
         adapter=adapter,
         wallet=WalletStore(engine),
-        stream=_stream(session, store, contracts, start, confirmations, poll_interval, BankOracle.events),
+        stream=_stream(
+            session, store, contracts, start, confirmations, poll_interval, BankOracle.events, hub
+        ),
         sender=session.sender(signer),
         store=store,
         contracts=contracts,
@@ -117,13 +127,16 @@ def registry_oracle(
     engine: Engine,
     confirmations: int | None = None,
     poll_interval: float | None = None,
+    hub: LogHub | None = None,
 ) -> RegistryOracle:
     contracts, start = deployed_contracts(session)
     store = OracleStore(engine, f"registry:{signer}")
     _count_retries(adapter, store)
     return RegistryOracle(
         adapter=adapter,
-        stream=_stream(session, store, contracts, start, confirmations, poll_interval, RegistryOracle.events),
+        stream=_stream(
+            session, store, contracts, start, confirmations, poll_interval, RegistryOracle.events, hub
+        ),
         sender=session.sender(signer),
         store=store,
         contracts=contracts,

@@ -6,10 +6,12 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from chain.events import LogHub
 from chain.session import ChainSession
 from pipeline.automation import DealDriver
 from pipeline.brokerage import Brokerage
 from pipeline.institutions import Institutions
+from pipeline.runtime import oracle_poll_interval
 
 BROKER_ACCOUNTS = ("broker", "broker2")
 
@@ -33,8 +35,11 @@ class Services:
         poll_interval: float | None = None,
         urls: dict[str, str] | None = None,
     ) -> Services:
+        # One log poller for the process (oracles, automation, deal index, API): the oracles'
+        # loops take any read younger than their poll interval, the deal index a fresh one.
+        hub = LogHub(session.rpc, max_age=oracle_poll_interval(session, poll_interval))
         inst = Institutions.reference(
-            session, folder, urls=urls, http_secrets=http_secrets, poll_interval=poll_interval
+            session, folder, urls=urls, http_secrets=http_secrets, poll_interval=poll_interval, hub=hub
         )
         brokers = {session.signers[n].address: n for n in BROKER_ACCOUNTS if n in session.signers}
         brokerage = Brokerage(session, inst, brokers)
