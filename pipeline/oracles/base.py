@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chain.contract import Contract
-from chain.errors import ChainError, ContractRevert, TransactionError, TransactionTimeout
+from chain.errors import ChainError, ContractRevert, TransactionError, TransactionLost, TransactionTimeout
 from chain.events import Batch, ChainEvent, Cursor, EventStream
 from chain.sender import Receipt, Sender, SignedTx
 from pipeline.adapters.http import AdapterError
@@ -295,10 +295,12 @@ class Oracle:
             )
             self._log("reverted", deal_id=effect.deal_id, effect=effect.key, error=exc.name, tx=exc.tx_hash)
             return
-        except TransactionTimeout as exc:
+        except (TransactionTimeout, TransactionLost) as exc:
             # Sent, not yet mined, and it still may be: calling it failed would leave the books
             # wrong if it is, and the deal stalled if it is not. It stays in the outbox; the
             # loop sends it again and waits (its later nonces could not be mined before it).
+            # Lost with a restarted node, or stranded behind a nonce it lost: the loop's
+            # redelivery, in nonce order, puts it and what it waits behind back.
             self._log("not_mined_yet", deal_id=effect.deal_id, effect=effect.key, error=str(exc))
             raise
         except TransactionError as exc:
