@@ -218,6 +218,13 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
     error NothingToWithdraw(address account);
     /// @notice The transaction report (실거래 신고) of the deal was already recorded.
     error AlreadyReported(uint256 dealId);
+    /// @notice A batch's arrays differ in length: `dealIds` deal ids, `items` entries in another array.
+    error LengthMismatch(uint256 dealIds, uint256 items);
+    /// @notice Only this contract may call a batch item function; `caller` is not it.
+    error NotSelf(address caller);
+    /// @notice A batch item reverted without data (out of gas): the whole batch reverts, so that a short
+    /// gas limit (or a gas estimate) cannot turn due items into failed ones. Resend with more gas.
+    error ItemRevertedWithoutReason(uint256 dealId);
 
     // ------------------------------------------------------------------ events
 
@@ -265,6 +272,9 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
     event Withdrawn(address indexed account, uint256 amount);
     /// @notice The registry accepted the deal's transaction report (실거래 신고) under `receipt`.
     event TransactionReported(uint256 indexed dealId, bytes32 receipt);
+    /// @notice A batch item for `dealId` failed and was not applied; `reason` is its revert data (the same
+    /// custom error the single-item call reverts with). The batch's other items are unaffected.
+    event ItemFailed(uint256 indexed dealId, bytes reason);
 
     // ------------------------------------------------------------------ constructor / wiring
 
@@ -365,26 +375,60 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
     /// @notice Pay the deposit (계약금) from the buyer's tokens (the buyer approved or permitted this contract);
     /// the buyer or the deal's broker triggers it, by the deadline.
     function payDeposit(uint256 dealId) external nonReentrant {
-        Deal storage d = _deal(dealId);
-        if (d.state != State.Signed) revert DealNotInState(dealId, State.Signed, d.state);
-        _checkDeadline(dealId, d.depositDeadline);
-        uint256 amount = d.deposit;
-        _receive(dealId, d, DEPOSIT_PAID, Payment.Deposit, amount);
+        _payDeposit(msg.sender, dealId);
     }
 
     /// @notice Pay the interim (중도금) from the buyer's tokens, by the interim deadline (buyer or broker).
     function payInterim(uint256 dealId) external nonReentrant {
-        Deal storage d = _deal(dealId);
-        uint256 amount = d.interim;
-        if (amount == 0) revert PaymentNotDue(dealId, Payment.Interim);
-        if (d.state != State.DepositPaid) revert DealNotInState(dealId, State.DepositPaid, d.state);
-        _checkDeadline(dealId, d.interimDeadline);
-        _receive(dealId, d, INTERIM_PAID, Payment.Interim, amount);
+        _payInterim(msg.sender, dealId);
     }
 
     /// @notice Pay the buyer's part of the balance (잔금 - approved loan) from the buyer's tokens, by the balance
     /// deadline. Needs deposit and interim paid and, for a loan deal, the lender's decision.
     function payBalance(uint256 dealId) external nonReentrant {
+        _payBalance(msg.sender, dealId);
+    }
+
+    /// @notice Pull due payments across deals, each by the rule of its single call (the caller must be the
+    /// deal's buyer or broker). A failing item emits {ItemFailed} and the others apply.
+    /// @param payments the {Payment} of each deal as uint8: Deposit (0), Interim (1) or Balance (2); the loan
+    /// (3) is the lender's (LoanBook), an item naming it fails with PaymentNotDue.
+    function payMany(uint256[] calldata dealIds, uint8[] calldata payments) external nonReentrant {
+        _sameLength(dealIds.length, payments.length);
+        for (uint256 i; i < dealIds.length; ++i) {
+            _tryItem(dealIds[i], abi.encodeCall(this.payItem, (msg.sender, dealIds[i], payments[i])));
+        }
+    }
+
+    /// @notice Batch item of {payMany}; only this contract may call it (it runs inside payMany's guard).
+    /// @param payment a {Payment} value; converted here, so an out-of-range value fails this item only (Panic).
+    function payItem(address caller, uint256 dealId, uint8 payment) external {
+        _onlySelf();
+        Payment p = Payment(payment);
+        if (p == Payment.Deposit) _payDeposit(caller, dealId);
+        else if (p == Payment.Interim) _payInterim(caller, dealId);
+        else if (p == Payment.Balance) _payBalance(caller, dealId);
+        else revert PaymentNotDue(dealId, p);
+    }
+
+    function _payDeposit(address caller, uint256 dealId) private {
+        Deal storage d = _deal(dealId);
+        if (d.state != State.Signed) revert DealNotInState(dealId, State.Signed, d.state);
+        _checkDeadline(dealId, d.depositDeadline);
+        uint256 amount = d.deposit;
+        _receive(caller, dealId, d, DEPOSIT_PAID, Payment.Deposit, amount);
+    }
+
+    function _payInterim(address caller, uint256 dealId) private {
+        Deal storage d = _deal(dealId);
+        uint256 amount = d.interim;
+        if (amount == 0) revert PaymentNotDue(dealId, Payment.Interim);
+        if (d.state != State.DepositPaid) revert DealNotInState(dealId, State.DepositPaid, d.state);
+        _checkDeadline(dealId, d.interimDeadline);
+        _receive(caller, dealId, d, INTERIM_PAID, Payment.Interim, amount);
+    }
+
+    function _payBalance(address caller, uint256 dealId) private {
         Deal storage d = _deal(dealId);
         State s = d.state;
         State base = d.interim == 0 ? State.DepositPaid : State.InterimPaid;
@@ -397,7 +441,7 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
         uint256 amount = d.balance - d.approvedLoan;
         if (amount == 0) revert PaymentNotDue(dealId, Payment.Balance);
         _checkDeadline(dealId, d.balanceDeadline);
-        _receive(dealId, d, BALANCE_PAID, Payment.Balance, amount);
+        _receive(caller, dealId, d, BALANCE_PAID, Payment.Balance, amount);
     }
 
     // ------------------------------------------------------------------ LoanBook hooks
@@ -532,6 +576,27 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
     /// @notice Registrar: settlement became impossible (e.g. title blocked); every payer gets its money back.
     /// @param reasonCode registrar's reason code.
     function refund(uint256 dealId, uint16 reasonCode) external onlyRole(REGISTRAR_ROLE) {
+        _refundLive(dealId, reasonCode);
+    }
+
+    /// @notice Registrar: {refund} several deals; a failing item emits {ItemFailed} and the others apply.
+    function refundMany(uint256[] calldata dealIds, uint16[] calldata reasonCodes)
+        external
+        onlyRole(REGISTRAR_ROLE)
+    {
+        _sameLength(dealIds.length, reasonCodes.length);
+        for (uint256 i; i < dealIds.length; ++i) {
+            _tryItem(dealIds[i], abi.encodeCall(this.refundItem, (dealIds[i], reasonCodes[i])));
+        }
+    }
+
+    /// @notice Batch item of {refundMany}; only this contract may call it.
+    function refundItem(uint256 dealId, uint16 reasonCode) external {
+        _onlySelf();
+        _refundLive(dealId, reasonCode);
+    }
+
+    function _refundLive(uint256 dealId, uint16 reasonCode) private {
         Deal storage d = _deal(dealId);
         State s = d.state;
         if (s >= State.Settled) revert DealNotActive(dealId, s);
@@ -553,6 +618,28 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
     /// the contract; the registry checks the deadline when it accepts the report.
     /// @param receipt the registry's receipt number.
     function recordTransactionReport(uint256 dealId, bytes32 receipt) external onlyRole(REGISTRAR_ROLE) {
+        _recordTransactionReport(dealId, receipt);
+    }
+
+    /// @notice Registrar: {recordTransactionReport} for several deals; a failing item emits {ItemFailed}
+    /// and the others apply.
+    function recordTransactionReports(uint256[] calldata dealIds, bytes32[] calldata receipts)
+        external
+        onlyRole(REGISTRAR_ROLE)
+    {
+        _sameLength(dealIds.length, receipts.length);
+        for (uint256 i; i < dealIds.length; ++i) {
+            _tryItem(dealIds[i], abi.encodeCall(this.recordTransactionReportItem, (dealIds[i], receipts[i])));
+        }
+    }
+
+    /// @notice Batch item of {recordTransactionReports}; only this contract may call it.
+    function recordTransactionReportItem(uint256 dealId, bytes32 receipt) external {
+        _onlySelf();
+        _recordTransactionReport(dealId, receipt);
+    }
+
+    function _recordTransactionReport(uint256 dealId, bytes32 receipt) private {
         Deal storage d = _deal(dealId);
         State s = d.state;
         if (s < State.Signed || s >= State.Settled) revert DealNotActive(dealId, s);
@@ -574,14 +661,30 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
 
     /// @notice Buyer, seller or the deal's broker asks for registration of a funded deal.
     function requestRegistration(uint256 dealId) external {
+        _requestRegistration(msg.sender, dealId);
+    }
+
+    /// @notice {requestRegistration} for several deals, each by the rule of the single call (the caller must
+    /// be the deal's buyer, seller or broker). A failing item emits {ItemFailed} and the others apply.
+    function requestRegistrations(uint256[] calldata dealIds) external {
+        for (uint256 i; i < dealIds.length; ++i) {
+            _tryItem(dealIds[i], abi.encodeCall(this.requestRegistrationItem, (msg.sender, dealIds[i])));
+        }
+    }
+
+    /// @notice Batch item of {requestRegistrations}; only this contract may call it.
+    function requestRegistrationItem(address caller, uint256 dealId) external {
+        _onlySelf();
+        _requestRegistration(caller, dealId);
+    }
+
+    function _requestRegistration(address caller, uint256 dealId) private {
         Deal storage d = _deal(dealId);
         // the broker (who files it in the pipeline) first: its slot is one read, buyer and seller two more
-        if (msg.sender != d.broker && msg.sender != d.buyer && msg.sender != d.seller) {
-            revert NotParty(dealId, msg.sender);
-        }
+        if (caller != d.broker && caller != d.buyer && caller != d.seller) revert NotParty(dealId, caller);
         if (d.state != State.Funded) revert DealNotInState(dealId, State.Funded, d.state);
         d.state = State.RegistrationRequested;
-        emit RegistrationRequested(dealId, msg.sender);
+        emit RegistrationRequested(dealId, caller);
     }
 
     /// @notice Registrar: settle in one transaction. Pays off and discharges every active mortgage on the
@@ -593,6 +696,32 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
         external
         onlyRole(REGISTRAR_ROLE)
     {
+        _settle(dealId, registrationReceipt, taxReceipt);
+    }
+
+    /// @notice Registrar: {settle} several deals, each all or nothing; a failing item emits {ItemFailed} and
+    /// the others settle.
+    function settleMany(
+        uint256[] calldata dealIds,
+        bytes32[] calldata registrationReceipts,
+        bytes32[] calldata taxReceipts
+    ) external onlyRole(REGISTRAR_ROLE) {
+        _sameLength(dealIds.length, registrationReceipts.length);
+        _sameLength(dealIds.length, taxReceipts.length);
+        for (uint256 i; i < dealIds.length; ++i) {
+            _tryItem(
+                dealIds[i], abi.encodeCall(this.settleItem, (dealIds[i], registrationReceipts[i], taxReceipts[i]))
+            );
+        }
+    }
+
+    /// @notice Batch item of {settleMany}; only this contract may call it.
+    function settleItem(uint256 dealId, bytes32 registrationReceipt, bytes32 taxReceipt) external {
+        _onlySelf();
+        _settle(dealId, registrationReceipt, taxReceipt);
+    }
+
+    function _settle(uint256 dealId, bytes32 registrationReceipt, bytes32 taxReceipt) private {
         Deal storage d = _deal(dealId);
         if (d.state != State.RegistrationRequested) {
             revert DealNotInState(dealId, State.RegistrationRequested, d.state);
@@ -812,6 +941,23 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
         if (d.state == State.None) revert UnknownDeal(dealId);
     }
 
+    function _onlySelf() private view {
+        if (msg.sender != address(this)) revert NotSelf(msg.sender);
+    }
+
+    function _sameLength(uint256 dealIds, uint256 items) private pure {
+        if (dealIds != items) revert LengthMismatch(dealIds, items);
+    }
+
+    /// @dev Apply one batch item in its own call frame, so a failing item is rolled back alone and reported.
+    function _tryItem(uint256 dealId, bytes memory call) private {
+        (bool ok, bytes memory reason) = address(this).call(call);
+        if (ok) return;
+        // every item failure carries a custom error (or Panic); no data means the item ran out of gas
+        if (reason.length == 0) revert ItemRevertedWithoutReason(dealId);
+        emit ItemFailed(dealId, reason);
+    }
+
     function _onlyLoanBook() private view {
         if (msg.sender != address(_loanBook) || msg.sender == address(0)) revert NotLoanBook(msg.sender);
     }
@@ -843,11 +989,13 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
         if (block.timestamp > deadline) revert DeadlinePassed(dealId, deadline, block.timestamp);
     }
 
-    /// @dev Mark `flag` paid, advance the state, emit, then pull `amount` from the caller.
-    function _receive(uint256 dealId, Deal storage d, uint8 flag, Payment payment, uint256 amount) private {
+    /// @dev Mark `flag` paid, advance the state, emit, then pull `amount` from the buyer.
+    function _receive(address caller, uint256 dealId, Deal storage d, uint8 flag, Payment payment, uint256 amount)
+        private
+    {
         // Paying begins performance and ends §565 cancellation: only the buyer, or its broker acting on
         // the terms the buyer signed, may pull the buyer's money in; a seller cannot force it early.
-        if (msg.sender != d.buyer && msg.sender != d.broker) revert NotParty(dealId, msg.sender);
+        if (caller != d.buyer && caller != d.broker) revert NotParty(dealId, caller);
         uint8 flags = d.flags | flag;
         d.flags = flags;
         State s = _stage(d, flags);

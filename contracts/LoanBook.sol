@@ -69,6 +69,18 @@ contract LoanBook is AccessControl {
         uint96 amount;
     }
 
+    /// @notice One item of {recordLoanDecisions}: with `approve`, {approveLoan}(dealId, amount, rateBps,
+    /// termMonths, maxSecured); without, {rejectLoan}(dealId, reasonCode). The other case's fields are ignored.
+    struct LoanDecision {
+        uint256 dealId;
+        bool approve;
+        uint256 amount;
+        uint16 rateBps;
+        uint16 termMonths;
+        uint256 maxSecured;
+        uint16 reasonCode;
+    }
+
     DealEscrow private immutable _escrow;
     LandRegister private immutable _land;
     IERC20 private immutable _token;
@@ -105,6 +117,13 @@ contract LoanBook is AccessControl {
     error AmountTooLarge(uint256 amount);
     /// @notice An address argument was zero.
     error ZeroAddress();
+    /// @notice A batch's arrays differ in length: `dealIds` deal ids, `items` entries in another array.
+    error LengthMismatch(uint256 dealIds, uint256 items);
+    /// @notice Only this contract may call a batch item function; `caller` is not it.
+    error NotSelf(address caller);
+    /// @notice A batch item reverted without data (out of gas): the whole batch reverts, so that a short
+    /// gas limit (or a gas estimate) cannot turn due items into failed ones. Resend with more gas.
+    error ItemRevertedWithoutReason(uint256 dealId);
 
     /// @notice `buyer` requested `amount` from `lender`, presenting `credentials`.
     event LoanRequested(
@@ -129,6 +148,9 @@ contract LoanBook is AccessControl {
     event LoanReturned(uint256 indexed dealId);
     /// @notice `creditor` stated `amount` as the payoff of mortgage entry `entryIndex` for the deal.
     event PayoffStated(uint256 indexed dealId, uint256 indexed entryIndex, address indexed creditor, uint256 amount);
+    /// @notice A batch item for `dealId` failed and was not applied; `reason` is its revert data (the same
+    /// custom error the single-item call reverts with). The batch's other items are unaffected.
+    event ItemFailed(uint256 indexed dealId, bytes reason);
 
     /// @param admin receives DEFAULT_ADMIN_ROLE (grants LENDER_ROLE, and SETTLEMENT_ROLE to the escrow).
     /// @param escrow_ the DealEscrow (its token is the loan currency).
@@ -167,7 +189,39 @@ contract LoanBook is AccessControl {
         external
         onlyRole(LENDER_ROLE)
     {
-        LoanRecord storage l = _undecided(dealId);
+        _approveLoan(msg.sender, dealId, amount, rateBps, termMonths, maxSecured);
+    }
+
+    /// @notice The named lender rejects the loan; the buyer then owes the whole balance.
+    function rejectLoan(uint256 dealId, uint16 reasonCode) external onlyRole(LENDER_ROLE) {
+        _rejectLoan(msg.sender, dealId, reasonCode);
+    }
+
+    /// @notice Lender: approve or reject several loans (see {LoanDecision}); a failing item emits
+    /// {ItemFailed} and the others apply.
+    function recordLoanDecisions(LoanDecision[] calldata decisions) external onlyRole(LENDER_ROLE) {
+        for (uint256 i; i < decisions.length; ++i) {
+            LoanDecision calldata d = decisions[i];
+            _tryItem(d.dealId, abi.encodeCall(this.recordLoanDecisionItem, (msg.sender, d)));
+        }
+    }
+
+    /// @notice Batch item of {recordLoanDecisions}; only this contract may call it.
+    function recordLoanDecisionItem(address lender, LoanDecision calldata d) external {
+        _onlySelf();
+        if (d.approve) _approveLoan(lender, d.dealId, d.amount, d.rateBps, d.termMonths, d.maxSecured);
+        else _rejectLoan(lender, d.dealId, d.reasonCode);
+    }
+
+    function _approveLoan(
+        address lender,
+        uint256 dealId,
+        uint256 amount,
+        uint16 rateBps,
+        uint16 termMonths,
+        uint256 maxSecured
+    ) private {
+        LoanRecord storage l = _undecided(lender, dealId);
         if (amount == 0 || rateBps > 10000 || termMonths == 0 || maxSecured < amount || maxSecured > type(uint96).max)
         {
             revert InvalidLoanTerms(amount, rateBps, termMonths, maxSecured);
@@ -177,45 +231,91 @@ contract LoanBook is AccessControl {
         l.termMonths = termMonths;
         l.approvedAmount = uint96(amount);
         l.maxSecured = uint96(maxSecured);
-        emit LoanApproved(dealId, msg.sender, amount, rateBps, termMonths, maxSecured);
+        emit LoanApproved(dealId, lender, amount, rateBps, termMonths, maxSecured);
         _escrow.recordLoanDecision(dealId, amount);
     }
 
-    /// @notice The named lender rejects the loan; the buyer then owes the whole balance.
-    function rejectLoan(uint256 dealId, uint16 reasonCode) external onlyRole(LENDER_ROLE) {
-        LoanRecord storage l = _undecided(dealId);
+    function _rejectLoan(address lender, uint256 dealId, uint16 reasonCode) private {
+        LoanRecord storage l = _undecided(lender, dealId);
         l.status = Status.Rejected;
         l.rateOrReason = reasonCode;
-        emit LoanRejected(dealId, msg.sender, reasonCode);
+        emit LoanRejected(dealId, lender, reasonCode);
         _escrow.recordLoanDecision(dealId, 0);
     }
 
     /// @notice The approving lender disburses: pulls the approved amount from the lender (who approved this
     /// contract) into the escrow and credits the deal. Needs deposit and interim paid.
     function disburse(uint256 dealId) external onlyRole(LENDER_ROLE) {
+        _disburse(msg.sender, dealId);
+    }
+
+    /// @notice Lender: {disburse} several loans (the lender approved this contract for their sum); a failing
+    /// item emits {ItemFailed} and the others apply.
+    function disburseMany(uint256[] calldata dealIds) external onlyRole(LENDER_ROLE) {
+        for (uint256 i; i < dealIds.length; ++i) {
+            _tryItem(dealIds[i], abi.encodeCall(this.disburseItem, (msg.sender, dealIds[i])));
+        }
+    }
+
+    /// @notice Batch item of {disburseMany}; only this contract may call it.
+    function disburseItem(address lender, uint256 dealId) external {
+        _onlySelf();
+        _disburse(lender, dealId);
+    }
+
+    function _disburse(address lender, uint256 dealId) private {
         LoanRecord storage l = _loans[dealId];
         Status status = l.status;
         if (status == Status.None) revert UnknownLoan(dealId);
-        if (_lender(dealId) != msg.sender) revert NotLoanLender(dealId, msg.sender);
+        if (_lender(dealId) != lender) revert NotLoanLender(dealId, lender);
         if (status != Status.Approved) revert LoanNotInStatus(dealId, Status.Approved, status);
         uint256 amount = l.approvedAmount;
         l.status = Status.Disbursed;
-        emit LoanDisbursed(dealId, msg.sender, amount);
-        _token.safeTransferFrom(msg.sender, address(_escrow), amount);
+        emit LoanDisbursed(dealId, lender, amount);
+        _token.safeTransferFrom(lender, address(_escrow), amount);
         _escrow.creditLoan(dealId, amount);
     }
 
     /// @notice The creditor of active mortgage entry `mortgageEntryIndex` on the deal's parcel states the payoff
     /// (amount that discharges it) for this deal. Restating replaces the previous statement.
     function statePayoff(uint256 dealId, uint256 mortgageEntryIndex, uint256 amount) external {
+        _statePayoff(msg.sender, dealId, mortgageEntryIndex, amount);
+    }
+
+    /// @notice {statePayoff} for several (deal, mortgage entry) pairs, each by the rule of the single call
+    /// (the caller must be the entry's creditor). A failing item emits {ItemFailed} and the others apply.
+    function statePayoffs(
+        uint256[] calldata dealIds,
+        uint256[] calldata mortgageEntryIndexes,
+        uint256[] calldata amounts
+    ) external {
+        _sameLength(dealIds.length, mortgageEntryIndexes.length);
+        _sameLength(dealIds.length, amounts.length);
+        for (uint256 i; i < dealIds.length; ++i) {
+            _tryItem(
+                dealIds[i],
+                abi.encodeCall(this.statePayoffItem, (msg.sender, dealIds[i], mortgageEntryIndexes[i], amounts[i]))
+            );
+        }
+    }
+
+    /// @notice Batch item of {statePayoffs}; only this contract may call it.
+    function statePayoffItem(address creditor, uint256 dealId, uint256 mortgageEntryIndex, uint256 amount)
+        external
+    {
+        _onlySelf();
+        _statePayoff(creditor, dealId, mortgageEntryIndex, amount);
+    }
+
+    function _statePayoff(address caller, uint256 dealId, uint256 mortgageEntryIndex, uint256 amount) private {
         (bytes32 parcelId,,,, DealEscrow.State s) = _escrow.loanContext(dealId);
         if (s >= DealEscrow.State.Settled) revert DealNotAcceptingLoan(dealId, s);
         address creditor = _land.activeMortgageCreditor(parcelId, mortgageEntryIndex);
         if (creditor == address(0)) revert NotActiveMortgage(dealId, mortgageEntryIndex);
-        if (creditor != msg.sender) revert NotMortgageCreditor(dealId, mortgageEntryIndex, msg.sender);
+        if (creditor != caller) revert NotMortgageCreditor(dealId, mortgageEntryIndex, caller);
         if (amount > type(uint96).max) revert AmountTooLarge(amount);
-        _payoffs[dealId][mortgageEntryIndex] = Payoff(msg.sender, uint96(amount));
-        emit PayoffStated(dealId, mortgageEntryIndex, msg.sender, amount);
+        _payoffs[dealId][mortgageEntryIndex] = Payoff(caller, uint96(amount));
+        emit PayoffStated(dealId, mortgageEntryIndex, caller, amount);
     }
 
     /// @notice Settlement: the lender's mortgage was registered as 을구 entry `mortgageEntry`.
@@ -273,17 +373,34 @@ contract LoanBook is AccessControl {
         return _token;
     }
 
-    function _undecided(uint256 dealId) private view returns (LoanRecord storage l) {
+    function _undecided(address lender, uint256 dealId) private view returns (LoanRecord storage l) {
         l = _loans[dealId];
         Status status = l.status;
         if (status == Status.None) revert UnknownLoan(dealId);
-        if (_lender(dealId) != msg.sender) revert NotLoanLender(dealId, msg.sender);
+        if (_lender(dealId) != lender) revert NotLoanLender(dealId, lender);
         if (status != Status.Requested) revert LoanAlreadyDecided(dealId, status);
     }
 
     /// @dev The lender of a requested loan: the deal's lender (the deal exists once a loan was requested).
     function _lender(uint256 dealId) private view returns (address lender) {
         (,, lender,,) = _escrow.loanContext(dealId);
+    }
+
+    function _onlySelf() private view {
+        if (msg.sender != address(this)) revert NotSelf(msg.sender);
+    }
+
+    function _sameLength(uint256 dealIds, uint256 items) private pure {
+        if (dealIds != items) revert LengthMismatch(dealIds, items);
+    }
+
+    /// @dev Apply one batch item in its own call frame, so a failing item is rolled back alone and reported.
+    function _tryItem(uint256 dealId, bytes memory call) private {
+        (bool ok, bytes memory reason) = address(this).call(call);
+        if (ok) return;
+        // every item failure carries a custom error (or Panic); no data means the item ran out of gas
+        if (reason.length == 0) revert ItemRevertedWithoutReason(dealId);
+        emit ItemFailed(dealId, reason);
     }
 
     function _disbursed(uint256 dealId) private view returns (LoanRecord storage l) {
