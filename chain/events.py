@@ -8,9 +8,9 @@ restart or a failover to another endpoint loses nothing. The cursor is plain JSO
 
 Every stream reads the chain through a `LogHub`. A lone stream has one of its own; the streams
 of a process (each oracle's, the deal index's) share one, so that a poll round asks the node
-once for the head and once for the logs of all of them, whichever stream asks first, from
-whichever thread. Each stream still keeps its own cursor and gets exactly what it would have
-read alone.
+once for the head and once for the logs of all of them (after the block hashes they need, if
+any), whichever stream asks first, from whichever thread. Each stream still keeps its own
+cursor and gets exactly what it would have read alone.
 """
 
 from __future__ import annotations
@@ -120,17 +120,12 @@ class EventStream:
         self.max_age = max_age
         self.hub.add(self)
 
-    def _check_reorg(self, newest_now: dict[str, Any] | None, head: int) -> int | None:
-        """The block to rewind to if a recorded block left the canonical chain, else None.
-        `newest_now` is the newest recorded block as the node has it now. A chain that lost
-        every recorded block (a reorg deeper than the record, a node whose state was rolled
-        back), or that ends before the cursor when nothing is recorded, is read again from the
+    def _rewind_point(self) -> int:
+        """The block to rewind to now that the newest recorded block left the canonical chain:
+        the newest recorded one still on it. A chain that lost every recorded block (a reorg
+        deeper than the record, a node whose state was rolled back) is read again from the
         stream's start: its consumers dedupe what they had already seen."""
-        if not self.cursor.hashes:
-            return self.start_block - 1 if self.cursor.next_block > head + 1 else None
         recorded = sorted(self.cursor.hashes, reverse=True)
-        if isinstance(newest_now, dict) and newest_now.get("hash") == self.cursor.hashes[recorded[0]]:
-            return None
         canonical = self.hub.block_hashes(recorded)
         for number in recorded:
             if canonical.get(number) == self.cursor.hashes[number]:
@@ -138,10 +133,15 @@ class EventStream:
         self.cursor = Cursor(self.cursor.next_block)  # none of the record holds: forget it all
         return self.start_block - 1
 
-    def _want(self, head: int) -> _Want | None:
-        """What the next poll reads with `head` as the chain's head: its range of confirmed
-        blocks, and the blocks whose hashes it records beside the logs. None: nothing new.
+    def _rewind(self, ancestor: int) -> Batch:
+        self.cursor = Cursor(ancestor + 1, {n: h for n, h in self.cursor.hashes.items() if n <= ancestor})
+        return Batch([], Cursor(self.cursor.next_block, dict(self.cursor.hashes)), ancestor)
+
+    def _want(self, heads: _HeadRead) -> _Want | None:
+        """What the next poll reads after the head read `heads`: its range of confirmed
+        blocks, and the blocks whose hashes it reads beside the logs. None: nothing new.
         The hub asks this of every stream it serves, from any thread: one cursor read."""
+        head = heads.number
         cursor = self.cursor
         start = cursor.next_block
         end = min(head - self.confirmations, start + self.block_range - 1)
@@ -155,30 +155,45 @@ class EventStream:
         wanted = set() if end == head else {end}
         if not any(n <= end - ANCHOR_AFTER for n in cursor.hashes):
             wanted |= {end - d for d in ANCHOR_DEPTHS if end - d >= 0}
+        newest = max(cursor.hashes, default=head)
+        if not heads.knows(newest):
+            wanted.add(newest)  # the reorg check the head read could not answer (see poll)
         return _Want(self, start, end, frozenset(wanted))
 
     def newest_recorded(self) -> int | None:
-        hashes = self.cursor.hashes
-        return max(hashes) if hashes else None
+        return max(self.cursor.hashes, default=None)
 
     def poll(self) -> Batch:
         """Read the next bounded range of confirmed blocks (possibly empty)."""
         since = time.monotonic() - (self.hub.max_age if self.max_age is None else self.max_age)
-        # The head block and the newest recorded block in one read: an idle poll costs one.
-        newest = self.newest_recorded()
-        heads = self.hub.heads(newest, since)
+        # a read begun before this process last wrote to the chain would hide that write
+        since = max(since, self.hub.rpc.changed_at)
+        recorded = self.cursor.hashes
+        newest = max(recorded, default=None)
+        # The reorg check: the newest recorded block must still be on the chain. The head block
+        # answers it for itself and its parent. A stream that waits for confirmations reads its
+        # newest with the head (it is rarely either), any other reads an older one with the
+        # logs (alone if there are none to read); a chain that now ends before it has lost it.
+        heads = self.hub.head(since, newest if self.confirmations > 1 else None)
         head = heads.number
-        ancestor = self._check_reorg(None if newest is None else heads.block(newest), head)
-        if ancestor is not None:
-            self.cursor = Cursor(ancestor + 1, {n: h for n, h in self.cursor.hashes.items() if n <= ancestor})
-            return Batch([], Cursor(self.cursor.next_block, dict(self.cursor.hashes)), ancestor)
+        if newest is None:
+            # nothing recorded: a chain that ends before the cursor is read again from the start
+            if self.cursor.next_block > head + 1:
+                return self._rewind(self.start_block - 1)
+        elif newest > head or heads.hash_of(newest) not in (None, recorded[newest]):
+            return self._rewind(self._rewind_point())
         safe = head - self.confirmations
-        want = self._want(head)
+        want = self._want(heads)
         if want is None:
-            return Batch([], Cursor(self.cursor.next_block, dict(self.cursor.hashes)), safe_head=safe)
+            older = None if newest is None or heads.knows(newest) else newest
+            if older is not None and self.hub.block_hashes([older]).get(older) != recorded[older]:
+                return self._rewind(self._rewind_point())
+            return Batch([], Cursor(self.cursor.next_block, dict(recorded)), safe_head=safe)
         start, end = want.start, want.end
         # logs read after the head it was planned on: the hashes it records are no older
-        logs, canonical = self.hub.logs(want, head, max(since, heads.started))
+        logs, canonical = self.hub.logs(want, heads, max(since, heads.started))
+        if newest in want.hashes and canonical.get(newest) != recorded[newest]:
+            return self._rewind(self._rewind_point())
         end_hash = heads.head["hash"] if end == head else canonical.get(end)
         canonical.update({int(log["blockNumber"], 16): log["blockHash"] for log in logs})
         if (
@@ -248,10 +263,19 @@ class _HeadRead(_Read):
     def number(self) -> int:
         return int(self.head["number"], 16)
 
-    def block(self, number: int) -> Any:
+    def knows(self, number: int) -> bool:
+        return number in self.blocks or number >= self.number - 1
+
+    def hash_of(self, number: int) -> str | None:
+        """Block `number`'s hash as read; "" for a block the chain does not have, None: not read."""
         if number in self.blocks:
-            return self.blocks[number]
-        return self.head if number == self.number else None
+            block = self.blocks[number]
+            return block["hash"] if isinstance(block, dict) else ""
+        if number == self.number:
+            return str(self.head["hash"])
+        if number == self.number - 1:
+            return str(self.head["parentHash"])
+        return "" if number > self.number else None
 
 
 @dataclass(eq=False)
@@ -293,11 +317,13 @@ R = TypeVar("R", bound=_Read)
 
 class LogHub:
     """Reads the chain for every EventStream built on it: per round one request for the head
-    and the newest recorded block of each stream (their reorg checks), and one eth_getLogs over
-    the addresses and the joined block ranges of all the streams whose ranges touch.
+    block, and one eth_getLogs over the addresses and the joined block ranges of all the
+    streams whose ranges touch, after one request for the block hashes they need, if any
+    (those they record, and the reorg checks that the head block cannot answer).
 
     A stream that polls while a read that serves it is in flight waits for that read; one that
-    finds a read younger than its `max_age` takes it. Only one read of each kind is in flight
+    finds a read younger than its `max_age` takes it, unless this process wrote to the chain
+    (through the hub's client) after that read began. Only one read of each kind is in flight
     at a time: who asks meanwhile waits for it and then shares the next. A stream far behind
     the others (added later, or rewound) reads its own range and holds none of them back.
     """
@@ -316,39 +342,46 @@ class LogHub:
             self._streams.add(stream)
 
     def block_hashes(self, numbers: list[int]) -> dict[int, str]:
-        """The canonical hashes of these blocks, read now (a reorg check's slow path)."""
+        """The canonical hashes of these blocks, read now, in one request (none if no blocks)."""
         answers = raise_errors(self.rpc.batch([("eth_getBlockByNumber", [hex(n), False]) for n in numbers]))
         return {
             n: block["hash"] for n, block in zip(numbers, answers, strict=True) if isinstance(block, dict)
         }
 
-    def heads(self, newest: int | None, since: float) -> _HeadRead:
-        """The head block, and block `newest` beside it, as read at or after `since`."""
+    def head(self, since: float, number: int | None = None) -> _HeadRead:
+        """The head block (and block `number` beside it), as read at or after `since`. Each
+        read also reads the newest recorded block of every stream that waits for confirmations
+        (the head block answers the others' reorg checks)."""
 
         def covers(read: _HeadRead) -> bool:
-            return newest is None or newest in read.numbers or (read.done and read.number == newest)
+            return number is None or number in read.numbers or (read.done and read.knows(number))
 
         def plan(started: float) -> _HeadRead:
-            numbers = {newest, *(s.newest_recorded() for s in self._streams)}
+            numbers = {number} | {s.newest_recorded() for s in self._streams if s.confirmations > 1}
             return _HeadRead(started, numbers=frozenset(n for n in numbers if n is not None))
 
         def fetch(read: _HeadRead) -> None:
             order = sorted(read.numbers)
+            if not order:
+                read.head = self.rpc.call("eth_getBlockByNumber", ["latest", False])
+                return
             calls = [("eth_getBlockByNumber", ["latest", False])]
             calls += [("eth_getBlockByNumber", [hex(n), False]) for n in order]
             answers = raise_errors(self.rpc.batch(calls))
             read.head = answers[0]
             read.blocks = dict(zip(order, answers[1:], strict=True))
 
-        return self._share("heads", since, covers, plan, fetch)
+        return self._share("head", since, covers, plan, fetch)
 
-    def logs(self, want: _Want, head: int, since: float) -> tuple[list[dict[str, Any]], dict[int, str]]:
+    def logs(
+        self, want: _Want, heads: _HeadRead, since: float
+    ) -> tuple[list[dict[str, Any]], dict[int, str]]:
         """The logs of `want`'s range for its stream, and the hashes it wants, read at or after
         `since` by a read that also reads for the other streams whose ranges touch it (their
-        next reads planned on `head`, the head `want` was planned on)."""
+        next reads planned on `heads`, the head read `want` was planned on)."""
 
         def plan(started: float) -> _LogRead:
-            group = self._group(want, head)
+            group = self._group(want, heads)
             streams = [w.stream for w in group]
             topics: set[str] | None = set()
             for s in streams:
@@ -370,29 +403,19 @@ class LogHub:
             }
             if read.topics is not None:
                 query["topics"] = [sorted(read.topics)]
-            numbers = sorted(read.wanted)
-            if not numbers:
-                read.logs = self.rpc.call("eth_getLogs", [query])
-                return
-            # the hashes with the logs, in one request: no recorded hash is younger than the logs
-            calls = [("eth_getBlockByNumber", [hex(n), False]) for n in numbers]
-            answers = raise_errors(self.rpc.batch([*calls, ("eth_getLogs", [query])]))
-            read.hashes = {
-                n: block["hash"]
-                for n, block in zip(numbers, answers[:-1], strict=True)
-                if isinstance(block, dict)
-            }
-            read.logs = answers[-1]
+            # the hashes before the logs: no recorded hash is younger than the logs
+            read.hashes = self.block_hashes(sorted(read.wanted))
+            read.logs = self.rpc.call("eth_getLogs", [query])
 
         read = self._share("logs", since, lambda r: r.covers(want), plan, fetch)
         return read.part(want)
 
-    def _group(self, want: _Want, head: int) -> list[_Want]:
+    def _group(self, want: _Want, heads: _HeadRead) -> list[_Want]:
         """`want` and the next reads of the other streams (planned on the same head) whose
         ranges overlap or adjoin it, joined while the whole stays within the longest range."""
         wants = [want]
         for stream in self._streams:
-            other = None if stream is want.stream else stream._want(head)
+            other = None if stream is want.stream else stream._want(heads)
             if other is not None:
                 wants.append(other)
         cap = max(w.stream.block_range for w in wants)

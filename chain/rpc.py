@@ -24,6 +24,17 @@ from eth_utils import keccak
 from chain.errors import RpcError
 
 _ids = itertools.count(1)
+# Calls that only read the chain. Any other may change it (a transaction; a test node's mining,
+# reorg or revert), and a receipt found shows a change: see Rpc.changed_at.
+READ_ONLY = frozenset(
+    {
+        "eth_blockNumber", "eth_call", "eth_chainId", "eth_estimateGas", "eth_feeHistory",
+        "eth_gasPrice", "eth_getBalance", "eth_getBlockByHash", "eth_getBlockByNumber",
+        "eth_getCode", "eth_getLogs", "eth_getStorageAt", "eth_getTransactionByHash",
+        "eth_getTransactionCount", "eth_getTransactionReceipt", "eth_maxPriorityFeePerGas",
+        "eth_syncing", "net_version", "txpool_content", "web3_clientVersion",
+    }
+)  # fmt: skip
 
 
 class Rpc:
@@ -48,6 +59,9 @@ class Rpc:
         self.calls = 0  # how many JSON-RPC calls they carried (a batch's each)
         self.methods: Counter[str] = Counter()  # those calls by method
         self._counting = threading.Lock()  # threads share one client: no count is lost
+        # time.monotonic() when a call through this client last changed the chain or found a
+        # receipt: a read begun before it may miss this process's own writes (chain.events)
+        self.changed_at = 0.0
 
     @property
     def url(self) -> str:
@@ -89,6 +103,18 @@ class Rpc:
 
     def _post(self, payload: Any) -> Any:
         body = json.dumps(payload, separators=(",", ":")).encode()
+        items = payload if isinstance(payload, list) else [payload]
+        writes = any(item["method"] not in READ_ONLY for item in items)
+        try:
+            answer = self._tries(payload, body)
+        finally:
+            if writes:  # even a failed try may have reached the node
+                self.changed_at = time.monotonic()
+        if _found_receipt(items, answer):
+            self.changed_at = time.monotonic()
+        return answer
+
+    def _tries(self, payload: Any, body: bytes) -> Any:
         delay = self.backoff
         last: Exception | None = None
         for attempt in range(self.retries + 1):
@@ -209,6 +235,14 @@ class _Connection:
     def close(self) -> None:
         self.file.close()
         self.sock.close()
+
+
+def _found_receipt(items: list[dict[str, Any]], answer: Any) -> bool:
+    receipts = {item["id"] for item in items if item["method"] == "eth_getTransactionReceipt"}
+    if not receipts:
+        return False
+    answers = answer if isinstance(answer, list) else [answer]
+    return any(isinstance(a, dict) and a.get("id") in receipts and a.get("result") for a in answers)
 
 
 def raise_errors(results: list[Any]) -> list[Any]:

@@ -36,7 +36,8 @@ class Services:
         urls: dict[str, str] | None = None,
     ) -> Services:
         # One log poller for the process (oracles, automation, deal index, API): the oracles'
-        # loops take any read younger than their poll interval, the deal index a fresh one.
+        # loops take a read younger than their poll interval (none older than the process's
+        # own last write), the deal index one begun after each sync.
         hub = LogHub(session.rpc, max_age=oracle_poll_interval(session, poll_interval))
         inst = Institutions.reference(
             session, folder, urls=urls, http_secrets=http_secrets, poll_interval=poll_interval, hub=hub

@@ -4,6 +4,7 @@ import pytest
 from eth_account import Account
 
 from chain.events import Cursor, EventStream, SqliteCursorStore
+from chain.rpc import Rpc
 
 
 @pytest.fixture
@@ -52,6 +53,29 @@ def test_decodes_in_bounded_ranges(chain, token):
     assert [e.id.tx_hash for e in issued] == [r.tx_hash for r in receipts]
     assert all(e.contract == "DepositToken" and e.args["to"] == buyer for e in issued)
     assert len({e.id for e in seen}) == len(seen) == 10  # Transfer + Issued per mint
+
+
+def test_an_idle_poll_costs_one_call_and_one_with_new_blocks_two_or_three(chain, token):
+    rpc = Rpc(chain.rpc.urls)  # its own client: the counts are this stream's alone
+    stream = EventStream(
+        rpc,
+        {token.address: ("DepositToken", token.abi)},
+        start_block=int(chain.rpc.call("eth_blockNumber"), 16) + 1,
+    )
+    buyer = Account.create().address
+
+    def cost(blocks: int) -> tuple[int, int]:
+        for i in range(blocks):
+            mint(chain, token, buyer, i + 1)
+        requests, calls = rpc.requests, rpc.calls
+        batch = stream.poll()
+        assert batch.caught_up and len(issued(batch.events)) == blocks
+        return rpc.requests - requests, rpc.calls - calls
+
+    assert cost(3)[0] == 3  # the head; the older blocks a fresh stream records; the logs
+    assert cost(0) == (1, 1)  # the head block answers the reorg check: it is the newest recorded
+    assert cost(1) == (2, 2)  # ... or its parent
+    assert cost(3) == (3, 3)  # an older newest recorded block is read before the logs
 
 
 def test_confirmations_hold_back_recent_blocks(chain, token):
