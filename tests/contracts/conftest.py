@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,20 @@ class World:
     def warp(self, seconds: int) -> None:
         self.chain.rpc.call("evm_increaseTime", [seconds])
         self.chain.rpc.call("evm_mine")
+
+    def revert(self, snapshot: str) -> None:
+        """evm_revert to `snapshot`, local nonces included. anvil removes a mined transaction from its
+        pool a moment after the block: reverted before that, it stays pending there and is mined
+        again with the next transaction. So let the pool empty first; every transaction here was
+        waited for, so whatever it still holds after the revert is such a ghost."""
+        deadline = time.monotonic() + 2
+        while int(self.chain.rpc.call("txpool_status")["pending"], 16) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        self.chain.rpc.call("evm_revert", [snapshot])
+        self.chain.rpc.call("anvil_dropAllTransactions")
+        self.chain.resync()
+        for sender in self._senders.values():
+            sender.resync()
 
     # --- transactions ---------------------------------------------------------------------
     def tx(self, who: str | LocalAccount, contract: Contract, fn: str, *args: Any) -> Receipt:
