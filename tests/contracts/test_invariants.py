@@ -17,6 +17,12 @@ with it:
 - every parcel has exactly one non-zero owner, the model's (which changes only at settlement);
 - a terminal deal (Settled, Cancelled, Defaulted, Refunded) holds nothing and stays terminal.
 
+The batch entry points (recordTransactionReports, payMany, recordLoanDecisions, disburseMany,
+statePayoffs, requestRegistrations, settleMany, refundMany) run on random items (repeats and
+unknown ids included) and, in deals_through_batches, carry fresh deals from signing to settlement
+with a noise item in every batch. Each item's outcome (its event, or ItemFailed with a decodable
+custom error) must match the model's prediction made after the items before it.
+
 Each action also predicts from the model whether the contracts must accept or reject it. A
 rejected action must raise ContractRevert and leave the chain as it was; an accepted one is
 applied to the model. Where a payment deadline is within SLACK seconds of the block time the
@@ -83,6 +89,10 @@ PAYERS = ("buyer", "seller", "broker", "bank")  # who sends a payment (the buyer
 PAYING = ("buyer", "broker")  # who may send it (DealEscrow._receive; anyone else: NotParty)
 ALLOWANCES = ("approve", "permit", "none")  # how the buyer lets the escrow pull its payment
 
+PULLED = (Payment.DEPOSIT, Payment.INTERIM, Payment.BALANCE)  # what payMany pulls from a buyer
+UNKNOWN_DEAL = 10_000  # no deal has this id (MAX_DEALS are opened): a batch item that must fail
+DEAL_PICK = st.integers(0, MAX_DEALS)  # a batch item's deal: one of the deals, MAX_DEALS: UNKNOWN_DEAL
+
 # LoanBook.Status
 L_NONE, L_REQUESTED, L_APPROVED, L_REJECTED, L_DISBURSED, L_SECURED, L_RETURNED = range(7)
 
@@ -109,6 +119,72 @@ def by_deadline(now: int, deadline: int) -> Expect:
 def past_deadline(now: int, deadline: int) -> Expect:
     inside = by_deadline(now, deadline)
     return None if inside is None else not inside
+
+
+# What a step must do, predicted from the model (shared by the single rules and the batches); each
+# takes the latest block time `now` from before the transaction.
+def payment_due(d: DealModel, payment: Payment, now: int) -> Expect:
+    """Whether payDeposit / payInterim / payBalance is possible (the caller and allowance aside)."""
+    t = d.terms
+    if payment == Payment.DEPOSIT:
+        return all_of(d.state() == State.SIGNED, by_deadline(now, t.depositDeadline))
+    if payment == Payment.INTERIM:
+        return all_of(t.interim > 0, d.state() == State.DEPOSIT_PAID, by_deadline(now, t.interimDeadline))
+    if payment == Payment.BALANCE:
+        return all_of(
+            d.state() in (d.base(), State.LOAN_APPROVED),
+            t.loanAmount == 0 or d.decided,
+            not d.balance_paid,
+            d.balance_due() > 0,
+            by_deadline(now, t.balanceDeadline),
+        )
+    return False  # the loan is the lender's (LoanBook.disburse)
+
+
+def payment_amount(d: DealModel, payment: Payment) -> int:
+    amounts = {Payment.DEPOSIT: d.terms.deposit, Payment.INTERIM: d.terms.interim}
+    return amounts.get(payment, d.balance_due())
+
+
+def paid(d: DealModel, payment: Payment) -> None:
+    if payment == Payment.DEPOSIT:
+        d.deposit_paid = True
+    elif payment == Payment.INTERIM:
+        d.interim_paid = True
+    else:
+        d.balance_paid = True
+
+
+def decision_due(d: DealModel, lender: str) -> bool:
+    """approveLoan / rejectLoan by `lender` (a LENDER_ROLE holder): the deal's lender, once."""
+    return (
+        d.loan_status == L_REQUESTED
+        and d.lender == lender
+        and d.state() in (State.SIGNED, State.DEPOSIT_PAID, State.INTERIM_PAID)
+    )
+
+
+def decided(d: DealModel, approved: int) -> None:
+    d.decided, d.approved, d.loan_status = True, approved, L_APPROVED if approved else L_REJECTED
+
+
+def disbursement_due(d: DealModel, lender: str, now: int) -> Expect:
+    return all_of(
+        d.loan_status == L_APPROVED,
+        d.lender == lender,
+        d.state() == State.LOAN_APPROVED,
+        by_deadline(now, d.terms.balanceDeadline),
+    )
+
+
+def registration_due(d: DealModel, caller: str) -> bool:
+    """requestRegistration by `caller` (an account name): the buyer, the seller or the broker."""
+    return caller in (d.buyer, d.seller, "broker") and d.state() == State.FUNDED
+
+
+def report_due(d: DealModel) -> bool:
+    """recordTransactionReport (by the registrar): once, on a signed deal that has not ended."""
+    return d.terminal is None and d.state() != State.OPEN and not d.reported
 
 
 @dataclass
@@ -240,8 +316,7 @@ class DealHistories(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         self.checks["examples"] += 1
-        self.w.chain.rpc.call("evm_revert", [self.snapshot])
-        self.w.chain.resync()
+        self.w.revert(self.snapshot)
 
     # --- accounts, transactions, views -------------------------------------------------------
     def who(self, name: str) -> Any:
@@ -535,37 +610,22 @@ class DealHistories(RuleBasedStateMachine):
 
     @rule(deal=deals, caller=st.sampled_from(PAYERS), allowance=st.sampled_from(ALLOWANCES))
     def pay_deposit(self, deal: int, caller: str = "buyer", allowance: str = "approve") -> None:
-        d = self.model[deal]
-        now = self.w.now()
-        expect = all_of(d.state() == State.SIGNED, by_deadline(now, d.terms.depositDeadline))
-        if self.pay(deal, "payDeposit", d.terms.deposit, expect, caller, allowance):
-            d.deposit_paid = True
+        self.pay_one(deal, Payment.DEPOSIT, caller, allowance)
 
     @rule(deal=deals, caller=st.sampled_from(PAYERS), allowance=st.sampled_from(ALLOWANCES))
     def pay_interim(self, deal: int, caller: str = "buyer", allowance: str = "approve") -> None:
-        d = self.model[deal]
-        now = self.w.now()
-        expect = all_of(
-            d.terms.interim > 0,
-            d.state() == State.DEPOSIT_PAID,
-            by_deadline(now, d.terms.interimDeadline),
-        )
-        if self.pay(deal, "payInterim", d.terms.interim, expect, caller, allowance):
-            d.interim_paid = True
+        self.pay_one(deal, Payment.INTERIM, caller, allowance)
 
     @rule(deal=deals, caller=st.sampled_from(PAYERS), allowance=st.sampled_from(ALLOWANCES))
     def pay_balance(self, deal: int, caller: str = "buyer", allowance: str = "approve") -> None:
+        self.pay_one(deal, Payment.BALANCE, caller, allowance)
+
+    def pay_one(self, deal: int, payment: Payment, caller: str, allowance: str) -> None:
         d = self.model[deal]
-        now = self.w.now()
-        expect = all_of(
-            d.state() in (d.base(), State.LOAN_APPROVED),
-            d.terms.loanAmount == 0 or d.decided,
-            not d.balance_paid,
-            d.balance_due() > 0,
-            by_deadline(now, d.terms.balanceDeadline),
-        )
-        if self.pay(deal, "payBalance", d.balance_due(), expect, caller, allowance):
-            d.balance_paid = True
+        expect = payment_due(d, payment, self.w.now())
+        fn = f"pay{payment.name.capitalize()}"
+        if self.pay(deal, fn, payment_amount(d, payment), expect, caller, allowance):
+            paid(d, payment)
 
     # --- loan --------------------------------------------------------------------------------
     @rule(deal=deals, by=st.sampled_from(["buyer", "broker", "seller", "lender"]))
@@ -587,29 +647,20 @@ class DealHistories(RuleBasedStateMachine):
     def decide_loan(self, deal: int, approve: bool, share: int) -> None:
         d = self.model[deal]
         lender = d.lender or "lender"
-        expect = d.loan_status == L_REQUESTED and d.state() in (
-            State.SIGNED,
-            State.DEPOSIT_PAID,
-            State.INTERIM_PAID,
-        )
+        expect = decision_due(d, lender)
         if approve:
             amount = max(1, d.terms.loanAmount * share // 100)
             args: tuple[Any, ...] = (deal, amount, 420, 360, amount * 12 // 10)
             if self.attempt(expect, lender, self.w.loans, "approveLoan", *args):
-                d.decided, d.approved, d.loan_status = True, amount, L_APPROVED
+                decided(d, amount)
         elif self.attempt(expect, lender, self.w.loans, "rejectLoan", deal, 7):
-            d.decided, d.approved, d.loan_status = True, 0, L_REJECTED
+            decided(d, 0)
 
     @rule(deal=deals)
     def disburse(self, deal: int) -> None:
         d = self.model[deal]
         lender = d.lender or "lender"
-        now = self.w.now()
-        expect = all_of(
-            d.loan_status == L_APPROVED,
-            d.state() == State.LOAN_APPROVED,
-            by_deadline(now, d.terms.balanceDeadline),
-        )
+        expect = disbursement_due(d, lender, self.w.now())
         self.fund(lender, self.w.loans, d.approved, minter=lender)  # the bank issues its own
         if self.attempt(expect, lender, self.w.loans, "disburse", deal):
             d.disbursed, d.loan_status = True, L_DISBURSED
@@ -623,14 +674,18 @@ class DealHistories(RuleBasedStateMachine):
     )
     def state_payoff(self, deal: int, pick: int, amount: int, who: str) -> None:
         d = self.model[deal]
-        p = self.parcels[d.parcel]
-        if p.mortgages:
-            index, creditor = p.mortgages[pick % len(p.mortgages)]
-        else:
-            index, creditor = pick, None  # no active mortgage: nothing to state
+        index, creditor = self.mortgage_pick(d, pick)
         expect = d.terminal is None and creditor == who
         if self.attempt(expect, who, self.w.loans, "statePayoff", deal, index, amount):
             d.payoffs[index] = (who, amount)
+
+    def mortgage_pick(self, d: DealModel | None, pick: int) -> tuple[int, str | None]:
+        """The (을구 index, creditor) of the deal's parcel's `pick`-th active mortgage; with none, index
+        `pick` and no creditor (nothing to state)."""
+        mortgages = self.parcels[d.parcel].mortgages if d is not None else []
+        if mortgages:
+            return mortgages[pick % len(mortgages)]
+        return pick, None
 
     @rule(parcel=st.integers(0, 3), creditor=st.sampled_from(CREDITORS))
     def add_mortgage(self, parcel: int, creditor: str) -> None:
@@ -663,7 +718,7 @@ class DealHistories(RuleBasedStateMachine):
     def request_registration(self, deal: int, caller: str) -> None:
         d = self.model[deal]
         name = {"buyer": d.buyer, "seller": d.seller}.get(caller, caller)
-        expect = caller != "registrar" and d.state() == State.FUNDED
+        expect = registration_due(d, name)
         if self.attempt(expect, name, self.w.escrow, "requestRegistration", deal):
             d.registration = True
 
@@ -671,7 +726,7 @@ class DealHistories(RuleBasedStateMachine):
     def report_transaction(self, deal: int, by: str = "registrar") -> None:
         """The registrar records the 실거래 신고 receipt: once, on a signed deal that has not ended."""
         d = self.model[deal]
-        expect = by == "registrar" and d.terminal is None and d.state() != State.OPEN and not d.reported
+        expect = by == "registrar" and report_due(d)
         name = d.buyer if by == "buyer" else by
         args = (deal, receipt(f"RPT-{deal}"))
         if self.attempt(expect, name, self.w.escrow, "recordTransactionReport", *args):
@@ -680,29 +735,45 @@ class DealHistories(RuleBasedStateMachine):
     @rule(deal=deals)
     def settle(self, deal: int) -> None:
         d = self.model[deal]
+        args = (deal, receipt(f"REG-{deal}"), receipt(f"TAX-{deal}"))
+        r = self.attempt(self.settlement_due(d), "registrar", self.w.escrow, "settle", *args)
+        if r is not None:
+            self.settled(d, r)
+
+    def stated_payoffs(self, d: DealModel) -> list[tuple[str, int] | None]:
+        return [d.payoffs.get(index) for index, _ in self.parcels[d.parcel].mortgages]
+
+    def settlement_due(self, d: DealModel) -> bool:
         p = self.parcels[d.parcel]
-        stated = [d.payoffs.get(index) for index, _ in p.mortgages]
-        total = sum(s[1] for s in stated if s is not None)
-        expect = (
+        stated = self.stated_payoffs(d)
+        return (
             d.state() == State.REGISTRATION_REQUESTED
             and d.reported
             and p.owner == d.seller
             and p.blocking is None
             and None not in stated
-            and total <= d.price
+            and sum(s[1] for s in stated if s is not None) <= d.price
         )
-        args = (deal, receipt(f"REG-{deal}"), receipt(f"TAX-{deal}"))
-        r = self.attempt(expect, "registrar", self.w.escrow, "settle", *args)
-        if r is None:
-            return
+
+    def settled(self, d: DealModel, r: Receipt) -> None:
+        """Payoffs and the rest of the price credited, title to the buyer, the lender's mortgage."""
+        p = self.parcels[d.parcel]
+        stated = self.stated_payoffs(d)
+        total = 0
         for payoff in stated:
             assert payoff is not None
             self.credit(payoff[0], payoff[1])
+            total += payoff[1]
         self.credit(d.seller, d.price - total)
         p.mortgages = []
         p.owner = d.buyer
         if d.approved:
-            (ev,) = [e for e in self.w.land.events(r) if e.event == "MortgageRegistered"]
+            # the one registered on this parcel (a batch settles other parcels in the same receipt)
+            (ev,) = [
+                e
+                for e in self.w.land.events(r)
+                if e.event == "MortgageRegistered" and e.args["parcelId"] == p.id
+            ]
             assert d.lender is not None
             p.mortgages.append((int(ev.args["index"]), d.lender))
             d.loan_status = L_SECURED
@@ -929,6 +1000,392 @@ class DealHistories(RuleBasedStateMachine):
         else:
             return False
         return d.progress() != before
+
+    # --- batches: one transaction per institution step across deals --------------------------
+    # Items are drawn from the deals (repeats included) and, now and then, an id no deal has. The
+    # batch is sent, then its items are walked in order: each one's outcome (its key event, or
+    # ItemFailed with a decodable custom error) must match the model's prediction at that point,
+    # and an item that applied is applied to the model before the next one is predicted. The
+    # invariants, checked after the rule, show that failed items left nothing behind.
+    def deal_at(self, pick: int, live: bool = False) -> int:
+        """The deal a batch item's DEAL_PICK names (the rules below run once a deal exists); with
+        `live`, among the deals that have not ended, if any (most random deals end early)."""
+        if pick == MAX_DEALS:
+            return UNKNOWN_DEAL
+        ids = sorted(self.model)
+        if live:
+            ids = [deal for deal in ids if self.model[deal].terminal is None] or ids
+        return ids[pick % len(ids)]
+
+    def get_ready(self, items: list[int], wants: Any) -> None:
+        """Take each deal of a batch (up to 14 steps) to where `wants(deal)` says the batch has work."""
+        for deal in dict.fromkeys(items):
+            if deal not in self.model:
+                continue
+            for _ in range(14):
+                if wants(self.model[deal]) or not self._next_step(deal, True, 50):
+                    break
+                self.books_balance()
+
+    def batch(
+        self,
+        expect: bool,
+        name: str,
+        contract: Contract,
+        fn: str,
+        args: tuple[Any, ...],
+        items: list[int],
+        applied: tuple[str, ...],
+    ) -> tuple[Receipt, list[Any]] | None:
+        """Send a batch (only the whole call's rule, the role, is `expect`); returns the receipt and
+        each item's outcome: its `applied` event, or the ContractRevert its ItemFailed carries."""
+        r = self.attempt(expect, name, contract, fn, *args)
+        if r is None:
+            return None
+        outcomes: list[tuple[int, Any]] = []
+        for e in contract.events(r):
+            if e.event == "ItemFailed":
+                err = self.w.chain.errors.decode(bytes.fromhex(e.args["reason"][2:]))
+                assert err.name != "Unknown", f"{fn}: item {e.args['dealId']} failed with {err}"
+                outcomes.append((e.args["dealId"], err))
+            elif e.event in applied:
+                outcomes.append((e.args["dealId"], e))
+        assert [deal for deal, _ in outcomes] == items, f"{fn}: outcomes {outcomes} for items {items}"
+        return r, [outcome for _, outcome in outcomes]
+
+    def item(self, fn: str, expect: Expect, outcome: Any) -> bool:
+        """One item's outcome against its prediction; True if it applied."""
+        failed = isinstance(outcome, ContractRevert)
+        label = f"{fn}[] -> {outcome.name}" if failed else f"{fn}[] ok"
+        self.outcomes[label] += 1
+        event(label)
+        if failed:
+            note(f"{label} {outcome.args_by_name}")
+            assert expect is not True, f"{fn} item should apply but failed: {outcome}"
+        else:
+            assert expect is not False, f"{fn} item {outcome.args} should have failed"
+        return not failed
+
+    @precondition(lambda self: bool(self.model))
+    @rule(
+        items=st.lists(DEAL_PICK, min_size=1, max_size=5),
+        by=st.sampled_from(["registrar", "registrar", "broker"]),
+        ready=st.booleans(),
+    )
+    def report_transactions(self, items: list[int], by: str, ready: bool) -> None:
+        deals = [self.deal_at(i, ready) for i in items]
+        if ready:
+            self.get_ready(deals, lambda d: d.state() != State.OPEN)
+        self.report_batch(deals, by)
+
+    def report_batch(self, deals: list[int], by: str) -> None:
+        args = (deals, [receipt(f"RPT-{deal}") for deal in deals])
+        fn = "recordTransactionReports"
+        sent = self.batch(by == "registrar", by, self.w.escrow, fn, args, deals, ("TransactionReported",))
+        if sent is None:
+            return
+        for deal, outcome in zip(deals, sent[1], strict=True):
+            d = self.model.get(deal)
+            if self.item(fn, d is not None and report_due(d), outcome):
+                assert d is not None
+                d.reported = True
+
+    @precondition(lambda self: bool(self.model))
+    @rule(
+        items=st.lists(
+            st.tuples(DEAL_PICK, st.sampled_from([None, None, None, 0, 1, 2, 3, 9])),
+            min_size=1,
+            max_size=5,
+        ),
+        caller=st.sampled_from(["broker", "broker", "bank", "B0"]),
+        allowance=st.sampled_from(["approve", "approve", "none"]),
+        ready=st.booleans(),
+    )
+    def pay_many(self, items: list[tuple[int, int | None]], caller: str, allowance: str, ready: bool) -> None:
+        """payMany: each item a deal and a payment (None: the one due per the model; 3 is the loan's,
+        9 no Payment)."""
+        picked = [(self.deal_at(i, ready), payment) for i, payment in items]
+        if ready:
+            self.get_ready(
+                [deal for deal, _ in picked], lambda d: any(payment_due(d, p, self.w.now()) for p in PULLED)
+            )
+        self.pay_batch(picked, caller, allowance)
+
+    def pay_batch(self, items: list[tuple[int, int | None]], caller: str, allowance: str) -> None:
+        """Every buyer gets the tokens of its items and approves them all ("none": 0)."""
+        now = self.w.now()
+        deals, payments = [], []
+        for deal, payment in items:
+            d = self.model.get(deal)
+            if payment is None:
+                due = [p for p in PULLED if d is not None and payment_due(d, p, now) is not False]
+                payment = int(due[0]) if due else int(Payment.DEPOSIT)
+            deals.append(deal)
+            payments.append(payment)
+        owed: Counter[str] = Counter()
+        for deal, payment in zip(deals, payments, strict=True):
+            if deal in self.model and payment in PULLED:
+                owed[self.model[deal].buyer] += payment_amount(self.model[deal], Payment(payment))
+        for buyer, amount in owed.items():
+            self.mint(buyer, amount)
+            self.send(
+                buyer, self.w.token, "approve", self.w.escrow.address, amount if allowance == "approve" else 0
+            )
+        now = self.w.now()
+        sent = self.batch(
+            True, caller, self.w.escrow, "payMany", (deals, payments), deals, ("PaymentReceived",)
+        )
+        assert sent is not None
+        r, outcomes = sent
+        pulled = []
+        for deal, payment, outcome in zip(deals, payments, outcomes, strict=True):
+            d = self.model.get(deal)
+            expect: Expect = False
+            if d is not None and payment in PULLED:
+                p = Payment(payment)
+                expect = all_of(payment_due(d, p, now), allowance == "approve", caller in ("broker", d.buyer))
+            if self.item("payMany", expect, outcome):
+                assert d is not None
+                p = Payment(payment)
+                pulled.append((self.addr(d.buyer), self.w.escrow.address, payment_amount(d, p)))
+                assert (outcome.args["payer"], outcome.args["amount"]) == pulled[-1][::2]
+                paid(d, p)
+        # only the applied items moved tokens, each exactly its payment from its buyer
+        moved = [
+            (e.args["from"], e.args["to"], e.args["value"])
+            for e in self.w.token.events(r)
+            if e.event == "Transfer"
+        ]
+        assert moved == pulled, f"payMany moved {moved}, applied items pulled {pulled}"
+
+    @precondition(lambda self: bool(self.model))
+    @rule(
+        items=st.lists(DEAL_PICK, min_size=1, max_size=5),
+        caller=st.sampled_from(["broker", "broker", "B0", "S0", "registrar"]),
+        ready=st.booleans(),
+    )
+    def request_registrations(self, items: list[int], caller: str, ready: bool) -> None:
+        deals = [self.deal_at(i, ready) for i in items]
+        if ready:
+            self.get_ready(deals, lambda d: d.state() >= State.FUNDED)
+        self.registration_batch(deals, caller)
+
+    def registration_batch(self, deals: list[int], caller: str) -> None:
+        applied = ("RegistrationRequested",)
+        sent = self.batch(True, caller, self.w.escrow, "requestRegistrations", (deals,), deals, applied)
+        assert sent is not None
+        for deal, outcome in zip(deals, sent[1], strict=True):
+            d = self.model.get(deal)
+            if self.item("requestRegistrations", d is not None and registration_due(d, caller), outcome):
+                assert d is not None
+                assert outcome.args["requester"] == self.addr(caller)
+                d.registration = True
+
+    @precondition(lambda self: bool(self.model))
+    @rule(
+        items=st.lists(DEAL_PICK, min_size=1, max_size=4),
+        by=st.sampled_from(["registrar", "registrar", "lender"]),
+        ready=st.booleans(),
+    )
+    def settle_many(self, items: list[int], by: str, ready: bool) -> None:
+        deals = [self.deal_at(i, ready) for i in items]
+        if ready:
+            self.get_ready(
+                deals, lambda d: d.state() > State.REGISTRATION_REQUESTED or self.settlement_due(d)
+            )
+        self.settle_batch(deals, by)
+
+    def settle_batch(self, deals: list[int], by: str) -> None:
+        args = (deals, [receipt(f"REG-{deal}") for deal in deals], [receipt(f"TAX-{deal}") for deal in deals])
+        sent = self.batch(by == "registrar", by, self.w.escrow, "settleMany", args, deals, ("DealSettled",))
+        if sent is None:
+            return
+        r, outcomes = sent
+        for deal, outcome in zip(deals, outcomes, strict=True):
+            d = self.model.get(deal)
+            if self.item("settleMany", d is not None and self.settlement_due(d), outcome):
+                assert d is not None
+                self.settled(d, r)
+
+    @precondition(lambda self: bool(self.model))
+    @rule(
+        items=st.lists(DEAL_PICK, min_size=1, max_size=5),
+        by=st.sampled_from(["registrar", "registrar", "broker"]),
+        reason=st.integers(0, 9),
+        live=st.booleans(),
+    )
+    def refund_many(self, items: list[int], by: str, reason: int, live: bool) -> None:
+        deals = [self.deal_at(i, live) for i in items]
+        args = (deals, [reason] * len(deals))
+        sent = self.batch(by == "registrar", by, self.w.escrow, "refundMany", args, deals, ("DealRefunded",))
+        if sent is None:
+            return
+        for deal, outcome in zip(deals, sent[1], strict=True):
+            d = self.model.get(deal)
+            if self.item("refundMany", d is not None and d.terminal is None, outcome):
+                self.refunded(deal)
+
+    @precondition(lambda self: bool(self.model))
+    @rule(
+        items=st.lists(
+            st.tuples(DEAL_PICK, st.booleans(), st.integers(1, 100), st.booleans()),
+            min_size=1,
+            max_size=5,
+        ),
+        by=st.sampled_from(["lender", "lender", "bank", "broker"]),
+        ready=st.booleans(),
+    )
+    def record_loan_decisions(self, items: list[tuple[int, bool, int, bool]], by: str, ready: bool) -> None:
+        picked = [(self.deal_at(i, ready), *rest) for i, *rest in items]
+        if ready:
+            self.get_ready(
+                [deal for deal, *_ in picked], lambda d: d.loan_status != L_NONE or not d.terms.loanAmount
+            )
+        self.decision_batch(picked, by)
+
+    def decision_batch(self, items: list[tuple[int, bool, int, bool]], by: str) -> None:
+        """Each item approves `share`% of the loan (with `flawed`, a 채권최고액 below the amount:
+        InvalidLoanTerms) or rejects it."""
+        deals, decisions, amounts = [], [], []
+        for deal, approve, share, flawed in items:
+            d = self.model.get(deal)
+            amount = max(1, d.terms.loanAmount * share // 100) if d is not None else 1
+            deals.append(deal)
+            amounts.append(amount if approve else 0)
+            decisions.append(
+                {
+                    "dealId": deal,
+                    "approve": approve,
+                    "amount": amount,
+                    "rateBps": 420,
+                    "termMonths": 360,
+                    "maxSecured": amount - 1 if flawed else amount * 12 // 10,
+                    "reasonCode": 7,
+                }
+            )
+        applied = ("LoanApproved", "LoanRejected")
+        fn = "recordLoanDecisions"
+        sent = self.batch(by in CREDITORS, by, self.w.loans, fn, (decisions,), deals, applied)
+        if sent is None:
+            return
+        for (deal, approve, _, flawed), amount, outcome in zip(items, amounts, sent[1], strict=True):
+            d = self.model.get(deal)
+            expect = d is not None and decision_due(d, by) and not (approve and flawed)
+            if self.item(fn, expect, outcome):
+                assert d is not None
+                assert outcome.args["lender"] == self.addr(by)
+                decided(d, amount)
+
+    @precondition(lambda self: bool(self.model))
+    @rule(
+        items=st.lists(DEAL_PICK, min_size=1, max_size=5),
+        by=st.sampled_from(["lender", "lender", "bank", "registrar"]),
+        ready=st.booleans(),
+    )
+    def disburse_many(self, items: list[int], by: str, ready: bool) -> None:
+        deals = [self.deal_at(i, ready) for i in items]
+        if ready:
+            self.get_ready(
+                deals, lambda d: d.loan_status not in (L_NONE, L_REQUESTED) or not d.terms.loanAmount
+            )
+        self.disbursement_batch(deals, by)
+
+    def disbursement_batch(self, deals: list[int], by: str) -> None:
+        if by in MINTERS:  # the bank issues the tokens it lends and lets the LoanBook pull them all
+            self.fund(
+                by, self.w.loans, sum(self.model[deal].approved for deal in deals if deal in self.model), by
+            )
+        now = self.w.now()
+        sent = self.batch(
+            by in CREDITORS, by, self.w.loans, "disburseMany", (deals,), deals, ("LoanDisbursed",)
+        )
+        if sent is None:
+            return
+        for deal, outcome in zip(deals, sent[1], strict=True):
+            d = self.model.get(deal)
+            if self.item("disburseMany", disbursement_due(d, by, now) if d is not None else False, outcome):
+                assert d is not None
+                d.disbursed, d.loan_status = True, L_DISBURSED
+
+    @precondition(lambda self: bool(self.model))
+    @rule(
+        items=st.lists(
+            st.tuples(DEAL_PICK, st.integers(0, 7), st.integers(0, 400_000_000)),
+            min_size=1,
+            max_size=5,
+        ),
+        by=st.sampled_from(CREDITORS),
+        live=st.booleans(),
+    )
+    def state_payoffs(self, items: list[tuple[int, int, int]], by: str, live: bool) -> None:
+        self.payoff_batch([(self.deal_at(i, live), pick, amount) for i, pick, amount in items], by)
+
+    def payoff_batch(self, items: list[tuple[int, int, int]], by: str) -> None:
+        """statePayoffs by a creditor; restating replaces, so a repeated item applies again."""
+        deals = [deal for deal, _, _ in items]
+        picks = [self.mortgage_pick(self.model.get(deal), pick) for deal, pick, _ in items]
+        args = (deals, [index for index, _ in picks], [amount for _, _, amount in items])
+        sent = self.batch(True, by, self.w.loans, "statePayoffs", args, deals, ("PayoffStated",))
+        assert sent is not None
+        for (deal, _, amount), (index, creditor), outcome in zip(items, picks, sent[1], strict=True):
+            d = self.model.get(deal)
+            if self.item("statePayoffs", d is not None and d.terminal is None and creditor == by, outcome):
+                assert d is not None
+                d.payoffs[index] = (by, amount)
+
+    @precondition(lambda self: len(self.model) <= MAX_DEALS - 3)
+    @rule(
+        target=deals,
+        n=st.integers(2, 3),
+        amounts=st.lists(deal_amounts(), min_size=3, max_size=3),
+        lenders=st.lists(st.sampled_from(CREDITORS), min_size=3, max_size=3),
+        noise=st.lists(DEAL_PICK, min_size=12, max_size=12),  # one per batch below
+        share=st.integers(1, 100),
+    )
+    def deals_through_batches(
+        self,
+        n: int,
+        amounts: list[tuple[int, int, int, int]],
+        lenders: list[str],
+        noise: list[int],
+        share: int,
+    ) -> Any:
+        """Open `n` deals on free parcels and take them from signing to settlement by batches only
+        (the parties' signatures and the loan requests stay single calls): each institution step is
+        one batch over the deals plus one noise item (another deal, a repeat, or an unknown id), by
+        each lender and creditor for its own items."""
+        opened = []
+        for i in range(n):
+            deal = self.open_deal(i, BUYERS[i], amounts[i], lenders[i], (5, 10, 10), 0, True, True)
+            if not isinstance(deal, int):
+                continue
+            opened.append(deal)
+            for party in Party:
+                self.sign(deal, party, False)
+        if not opened:
+            return multiple()
+        extra = iter(self.deal_at(pick) for pick in noise)
+        self.report_batch([*opened, next(extra)], "registrar")
+        for _ in range(2):  # the deposits, then the interims (or the balances of deals without)
+            self.pay_batch([(deal, None) for deal in [*opened, next(extra)]], "broker", "approve")
+        for deal in opened:
+            if self.model[deal].terms.loanAmount:
+                self.request_loan(deal, "broker")
+        for lender in CREDITORS:
+            mine = [deal for deal in opened if self.model[deal].lender == lender]
+            self.decision_batch([(deal, share > 20, share, False) for deal in [*mine, next(extra)]], lender)
+            self.disbursement_batch([*mine, next(extra)], lender)
+        self.pay_batch([(deal, None) for deal in [*opened, next(extra)]], "broker", "approve")
+        self.registration_batch([*opened, next(extra)], "broker")
+        for creditor in CREDITORS:  # each creditor states a quarter of the price over its mortgages
+            items = []
+            for deal in opened:
+                mortgages = self.parcels[self.model[deal].parcel].mortgages
+                share_each = self.model[deal].price // 4 // len(mortgages) if mortgages else 0
+                items += [(deal, k, share_each) for k, (_, held) in enumerate(mortgages) if held == creditor]
+            self.payoff_batch([*items, (next(extra), 0, 1)], creditor)
+        self.settle_batch([*opened, next(extra)], "registrar")
+        return multiple(*opened)
 
     # --- invariants --------------------------------------------------------------------------
     @invariant()
