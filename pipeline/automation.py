@@ -13,6 +13,11 @@ payment or a loan decision on the escrow, or a token event of its buyer (money p
 permit). Its views are read for all such deals in one batch. Anything with no event of its own
 (a certificate put in the wallet, a reorg) is caught by a sweep over every live deal each
 `sweep_interval`, and at start.
+
+A tick's payments and registration requests go out batched: per broker, one `payMany` and one
+`requestRegistrations` transaction for all its deals, up to BATCH_MAX items each, instead of a
+transaction per deal. The escrow applies each item on its own; one it refuses comes back as an
+`ItemFailed` event with the single call's custom error, logged like a refused single call.
 """
 
 from __future__ import annotations
@@ -21,21 +26,32 @@ import json
 import logging
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from chain.errors import ChainError, ContractRevert
 from chain.events import Batch
+from chain.sender import Receipt
 from pipeline.adapters.protocols import CredentialKind
 from pipeline.brokerage import Brokerage, Snapshot, next_payment
 from pipeline.domain import State
 from pipeline.journal import deal_memo
 
 log = logging.getLogger("deedchain.automation")
-PAY_FN = {"deposit": "payDeposit", "interim": "payInterim", "balance": "payBalance"}
+PAYMENT = {"deposit": 0, "interim": 1, "balance": 2}  # DealEscrow.Payment, as payMany takes it
 # The escrow events after which the automation may have a step to take (the rest, e.g. a
 # report or a payoff statement, change nothing it does).
 TRIGGERS = {"TermsAccepted", "PaymentReceived", "LoanDecisionRecorded"}
 SNAPSHOT_CHUNK = 50  # deals per batch of views
+BATCH_MAX = 100  # items per batch transaction: ~8 M gas of payments, well inside a block
+
+
+@dataclass
+class Due:
+    """What one broker's deals take next, gathered over a tick."""
+
+    payments: list[tuple[int, str, int]] = field(default_factory=list)  # deal, kind, amount
+    registrations: list[int] = field(default_factory=list)
 
 
 class DealDriver:
@@ -73,12 +89,18 @@ class DealDriver:
         dirty |= {deal for deal, buyer in live.items() if buyer in paid}
         todo = sorted(dirty & set(live))
         taken = 0
+        due: dict[str, Due] = {}
         for i in range(0, len(todo), SNAPSHOT_CHUNK):
             for snap in self.b.snapshots(todo[i : i + SNAPSHOT_CHUNK]):
                 try:
-                    taken += self._advance(snap)
+                    taken += self._advance(snap, due.setdefault(snap.broker, Due()))
                 except ContractRevert as exc:
-                    log.info(json.dumps({"event": "not_yet", "deal_id": snap.deal_id, "error": exc.name}))
+                    self._log("not_yet", snap.deal_id, error=exc.name)
+        for broker, found in due.items():
+            for j in range(0, len(found.payments), BATCH_MAX):
+                taken += self._pay(broker, found.payments[j : j + BATCH_MAX])
+            for j in range(0, len(found.registrations), BATCH_MAX):
+                taken += self._request_registrations(broker, found.registrations[j : j + BATCH_MAX])
         self.actions += taken
         return taken
 
@@ -94,19 +116,19 @@ class DealDriver:
                     # money reached a buyer; a buyer's permit or approval
                     self.paid |= {args[key] for key in ("to", "owner") if key in args}
 
-    def _advance(self, snap: Snapshot) -> int:
+    def _advance(self, snap: Snapshot, due: Due) -> int:
+        """Put the deal's next step in `due`, or take it at once (a loan application, which has
+        no batch call). Returns the steps taken at once."""
         b, deal_id, state = self.b, snap.deal_id, snap.state
         if state.terminal or state == State.OPEN:
             return 0
         terms, broker = snap.terms, snap.broker
-        due = next_payment(snap)
-        if due is not None:
-            kind, amount = due
+        payment = next_payment(snap)
+        if payment is not None:
+            kind, amount = payment
             if snap.buyer_funds >= amount and snap.buyer_allowance >= amount:
-                fn = PAY_FN[kind]
-                receipt = b.escrow.transact(b._broker(broker), fn, deal_id, memo=deal_memo(deal_id, fn))
-                self._log("paid", deal_id, kind=kind, amount=amount, tx=receipt.tx_hash)
-                return 1
+                due.payments.append((deal_id, kind, amount))
+                return 0
         if terms["loanAmount"] and state >= State.DEPOSIT_PAID and snap.loan["status"] == 0:
             credentials = self._credentials(terms["buyer"])
             if credentials:
@@ -114,10 +136,52 @@ class DealDriver:
                 self._log("loan_applied", deal_id, credentials=len(credentials), tx=receipt.tx_hash)
                 return 1
         if state == State.FUNDED:
-            receipt = b.request_registration(broker, deal_id)
-            self._log("registration_requested", deal_id, tx=receipt.tx_hash)
-            return 1
+            due.registrations.append(deal_id)
         return 0
+
+    def _pay(self, broker: str, payments: list[tuple[int, str, int]]) -> int:
+        deals = [deal_id for deal_id, _, _ in payments]
+        receipt = self._batch(broker, "payMany", deals, [PAYMENT[kind] for _, kind, _ in payments])
+        if receipt is None:
+            return 0
+        failed = self._failed(receipt)
+        for deal_id, kind, amount in payments:
+            if deal_id in failed:
+                self._log("not_yet", deal_id, kind=kind, error=failed[deal_id])
+            else:
+                self._log("paid", deal_id, kind=kind, amount=amount, tx=receipt.tx_hash)
+        return len(payments) - len(failed)
+
+    def _request_registrations(self, broker: str, deals: list[int]) -> int:
+        receipt = self._batch(broker, "requestRegistrations", deals)
+        if receipt is None:
+            return 0
+        failed = self._failed(receipt)
+        for deal_id in deals:
+            if deal_id in failed:
+                self._log("not_yet", deal_id, step="registration", error=failed[deal_id])
+            else:
+                self._log("registration_requested", deal_id, tx=receipt.tx_hash)
+        return len(deals) - len(failed)
+
+    def _batch(self, broker: str, fn: str, deals: list[int], *more: list[int]) -> Receipt | None:
+        """One batch transaction for these deals; None if the whole batch was refused."""
+        memo = deal_memo(deals[0], fn) if len(deals) == 1 else f"{fn}:{len(deals)} deals"
+        try:
+            return self.b.escrow.transact(self.b._broker(broker), fn, deals, *more, memo=memo)
+        except ContractRevert as exc:
+            self._log("not_yet", None, batch=fn, deals=deals, error=exc.name)
+            return None
+
+    def _failed(self, receipt: Receipt) -> dict[int, str]:
+        """The items of a batch the escrow refused: deal id -> the custom error's name."""
+        out: dict[int, str] = {}
+        for event in self.b.escrow.events(receipt):
+            if event.event == "ItemFailed":
+                reason = event.args["reason"]
+                data = bytes.fromhex(reason[2:]) if isinstance(reason, str) else bytes(reason)
+                out[int(event.args["dealId"])] = self.b.session.errors.decode(data).name
+        return out
 
     def _credentials(self, buyer: str) -> list[str]:
         """The buyer's newest valid resident-registration and income certificates, if both exist."""
