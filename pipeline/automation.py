@@ -16,8 +16,9 @@ permit). Its views are read for all such deals in one batch. Anything with no ev
 
 A tick's payments and registration requests go out batched: per broker, one `payMany` and one
 `requestRegistrations` transaction for all its deals, up to BATCH_MAX items each, instead of a
-transaction per deal. The escrow applies each item on its own; one it refuses comes back as an
-`ItemFailed` event with the single call's custom error, logged like a refused single call.
+transaction per deal (a lone deal's step goes as its single call). The escrow applies each item
+on its own; one it refuses comes back as an `ItemFailed` event with the single call's custom
+error, logged like a refused single call.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from pipeline.journal import deal_memo
 
 log = logging.getLogger("deedchain.automation")
 PAYMENT = {"deposit": 0, "interim": 1, "balance": 2}  # DealEscrow.Payment, as payMany takes it
+PAY_FN = {"deposit": "payDeposit", "interim": "payInterim", "balance": "payBalance"}
 # The escrow events after which the automation may have a step to take (the rest, e.g. a
 # report or a payoff statement, change nothing it does).
 TRIGGERS = {"TermsAccepted", "PaymentReceived", "LoanDecisionRecorded"}
@@ -141,37 +143,50 @@ class DealDriver:
 
     def _pay(self, broker: str, payments: list[tuple[int, str, int]]) -> int:
         deals = [deal_id for deal_id, _, _ in payments]
-        receipt = self._batch(broker, "payMany", deals, [PAYMENT[kind] for _, kind, _ in payments])
-        if receipt is None:
+        kinds = [PAYMENT[kind] for _, kind, _ in payments]
+        sent = self._send(broker, deals, ("payMany", (deals, kinds)), PAY_FN[payments[0][1]])
+        if sent is None:
             return 0
-        failed = self._failed(receipt)
+        tx, failed = sent
         for deal_id, kind, amount in payments:
             if deal_id in failed:
                 self._log("not_yet", deal_id, kind=kind, error=failed[deal_id])
             else:
-                self._log("paid", deal_id, kind=kind, amount=amount, tx=receipt.tx_hash)
+                self._log("paid", deal_id, kind=kind, amount=amount, tx=tx)
         return len(payments) - len(failed)
 
     def _request_registrations(self, broker: str, deals: list[int]) -> int:
-        receipt = self._batch(broker, "requestRegistrations", deals)
-        if receipt is None:
+        sent = self._send(broker, deals, ("requestRegistrations", (deals,)), "requestRegistration")
+        if sent is None:
             return 0
-        failed = self._failed(receipt)
+        tx, failed = sent
         for deal_id in deals:
             if deal_id in failed:
                 self._log("not_yet", deal_id, step="registration", error=failed[deal_id])
             else:
-                self._log("registration_requested", deal_id, tx=receipt.tx_hash)
+                self._log("registration_requested", deal_id, tx=tx)
         return len(deals) - len(failed)
 
-    def _batch(self, broker: str, fn: str, deals: list[int], *more: list[int]) -> Receipt | None:
-        """One batch transaction for these deals; None if the whole batch was refused."""
-        memo = deal_memo(deals[0], fn) if len(deals) == 1 else f"{fn}:{len(deals)} deals"
+    def _send(
+        self, broker: str, deals: list[int], batch: tuple[str, tuple[Any, ...]], single: str
+    ) -> tuple[str | None, dict[int, str]] | None:
+        """The batch call for these deals, or for one deal its single call (a batch of one
+        costs ~3,000 gas more). Returns the tx and the deals refused (-> the custom error's
+        name), or None when the whole batch was refused."""
+        sender, escrow = self.b._broker(broker), self.b.escrow
+        if len(deals) == 1:
+            try:
+                receipt = escrow.transact(sender, single, deals[0], memo=deal_memo(deals[0], single))
+            except ContractRevert as exc:
+                return exc.tx_hash, {deals[0]: exc.name}
+            return receipt.tx_hash, {}
+        fn, args = batch
         try:
-            return self.b.escrow.transact(self.b._broker(broker), fn, deals, *more, memo=memo)
+            receipt = escrow.transact(sender, fn, *args, memo=f"{fn}:{len(deals)} deals")
         except ContractRevert as exc:
             self._log("not_yet", None, batch=fn, deals=deals, error=exc.name)
             return None
+        return receipt.tx_hash, self._failed(receipt)
 
     def _failed(self, receipt: Receipt) -> dict[int, str]:
         """The items of a batch the escrow refused: deal id -> the custom error's name."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from typing import Any
 
@@ -97,3 +99,34 @@ def log_ranges(b: Brokerage, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int,
 
     monkeypatch.setattr(b.session.rpc, "call", recording)
     return ranges
+
+
+def test_a_ticks_due_payments_go_out_in_one_batch_and_a_refused_item_stays_due(
+    world, tmp_path, caplog: pytest.LogCaptureFixture
+):
+    """Three deals' deposits are due in one tick: one payMany transaction of the broker carries
+    them. The buyer's money covers two: the third item fails alone (ItemFailed, logged with
+    its custom error) and is paid by a later tick once the money is there."""
+    w = world
+    services = Services.build(w.chain, tmp_path, poll_interval=0.02)  # not started: the test ticks
+    try:
+        deals = [w.signed_deal(w.terms(w.register_parcel(), loan=0)) for _ in range(3)]
+        deposit = 100_000_000
+        w.mint("buyer", 2 * deposit)
+        w.approve("buyer", w.escrow, 3 * deposit)
+        broker = w.addr("broker")
+        nonce = int(w.chain.rpc.call("eth_getTransactionCount", [broker, "latest"]), 16)
+        caplog.set_level(logging.INFO, logger="deedchain.automation")
+        assert services.driver.tick() == 2
+        assert int(w.chain.rpc.call("eth_getTransactionCount", [broker, "latest"]), 16) == nonce + 1
+        states = [w.state(d) for d in deals]
+        assert states.count(State.DEPOSIT_PAID) == 2 and states.count(State.SIGNED) == 1
+        refused = deals[states.index(State.SIGNED)]
+        logged = [json.loads(r.getMessage()) for r in caplog.records]
+        assert {"event": "not_yet", "deal_id": refused, "kind": "deposit",
+                "error": "ERC20InsufficientBalance"} in logged  # fmt: skip
+        w.mint("buyer", deposit)
+        wait_for(lambda: services.driver.tick() == 1 or w.state(refused) == State.DEPOSIT_PAID)
+        assert w.state(refused) == State.DEPOSIT_PAID
+    finally:
+        services.stop()
