@@ -7,7 +7,8 @@ adapters answer a repeated request id with the same answer) or it is, and its si
 transactions are in the outbox to be broadcast again (a repeat of a mined tx is a no-op).
 Effects are keyed by what they do ("decision:7"), not by the event, so a re-included event
 after a reorg, or an event delivered twice, cannot cause a second effect. Keys are per oracle:
-two banks may each state a payoff for the same deal.
+two banks may each state a payoff for the same deal. Effects an oracle merged into one batch
+transaction are recorded in one database transaction, each row holding that transaction.
 """
 
 from __future__ import annotations
@@ -91,6 +92,24 @@ class Effect:
     seen_at: float
     latency_ms: float | None
     mined_block: int | None  # the block of its last transaction, once mined
+
+
+@dataclass(frozen=True)
+class NewEffect:
+    """An effect to record with the event it answers. Effects merged into one batch transaction
+    each hold that same transaction: every row can be sent again on its own, and delivery sends
+    each distinct transaction once."""
+
+    event_key: str
+    block: int
+    effect_key: str
+    deal_id: int | None
+    kind: str
+    answer: dict[str, Any]
+    txs: list[SignedTx]
+    seen_at: float
+    status: str = "signed"
+    error: str | None = None
 
 
 def _effect(row: Any) -> Effect:
@@ -219,32 +238,38 @@ class OracleStore:
         error: str | None = None,
     ) -> None:
         """Processed event + effect (with its signed transactions) + cursor, atomically."""
+        effect = NewEffect(event_key, block, effect_key, deal_id, kind, answer, txs, seen_at, status, error)
+        self.record_effects(cursor, [effect])
+
+    def record_effects(self, cursor: Cursor, effects: list[NewEffect]) -> None:
+        """Several effects, each with its processed event, and the cursor, atomically: the
+        effects of one batch transaction are in the outbox together or not at all."""
         with self.engine.begin() as conn:
-            self._event(conn, event_key, block, effect_key)
-            conn.execute(
-                text(
-                    "INSERT INTO oracle_effects (effect_key, oracle, deal_id, kind, status, source_event, "
-                    "source_block, answer, txs, error, seen_at, updated_at) VALUES "
-                    "(:k, :o, :d, :kind, :s, :e, :b, :a, :txs, :err, :seen, :now)"
-                ),
-                {
-                    "k": effect_key,
-                    "o": self.oracle,
-                    "d": deal_id,
-                    "kind": kind,
-                    "s": status,
-                    "e": event_key,
-                    "b": block,
-                    "a": json.dumps(answer),
-                    "txs": json.dumps([t.__dict__ for t in txs]),
-                    "err": error,
-                    "seen": seen_at,
-                    "now": time.time(),
-                },
-            )
+            for e in effects:
+                self._event(conn, e.event_key, e.block, e.effect_key)
+                conn.execute(
+                    text(
+                        "INSERT INTO oracle_effects (effect_key, oracle, deal_id, kind, status, "
+                        "source_event, source_block, answer, txs, error, seen_at, updated_at) VALUES "
+                        "(:k, :o, :d, :kind, :s, :e, :b, :a, :txs, :err, :seen, :now)"
+                    ),
+                    {
+                        "k": e.effect_key,
+                        "o": self.oracle,
+                        "d": e.deal_id,
+                        "kind": e.kind,
+                        "s": e.status,
+                        "e": e.event_key,
+                        "b": e.block,
+                        "a": json.dumps(e.answer),
+                        "txs": json.dumps([t.__dict__ for t in e.txs]),
+                        "err": e.error,
+                        "seen": e.seen_at,
+                        "now": time.time(),
+                    },
+                )
             self._cursor(conn, cursor)
-            if status == "parked":
-                self._bump(conn, "parked", 1)
+            self._bump(conn, "parked", sum(e.status == "parked" for e in effects))
 
     def record_direct(
         self, *, effect_key: str, deal_id: int | None, kind: str, answer: dict[str, Any], txs: list[SignedTx]

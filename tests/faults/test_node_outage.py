@@ -16,18 +16,18 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from chain.config import Config
 from chain.deploy import deploy_project
-from chain.events import ChainEvent
+from chain.events import ChainEvent, Cursor
 from chain.node import EmbeddedNode, rpc_answers
 from chain.session import ChainSession
 from pipeline.domain import State
 from pipeline.oracles.base import Oracle, Plan
 from pipeline.service import Services
+from pipeline.store import NewEffect
 from tests.faults.conftest import Campaign
 
 DEALS = 4
@@ -78,14 +78,14 @@ class Outage:
 
     def on_record(self, oracle: Oracle, effect_key: str) -> None:
         """Once `oracle` has put the effect in its outbox, before it broadcasts the transactions."""
-        record = oracle.store.record_effect
+        record = oracle.store.record_effects  # every effect with a transaction is recorded so
 
-        def recording(**fields: Any) -> None:
-            record(**fields)
-            if fields["effect_key"] == effect_key:
+        def recording(cursor: Cursor, effects: list[NewEffect]) -> None:
+            record(cursor, effects)
+            if any(e.effect_key == effect_key for e in effects):
                 self._begin()
 
-        oracle.store.record_effect = recording  # type: ignore[method-assign]
+        oracle.store.record_effects = recording  # type: ignore[method-assign]
 
     def restart(self) -> None:
         node = self.node
