@@ -7,6 +7,14 @@ is broadcast (an outbox). Broadcasting and receipts come after; a restart re-bro
 the outbox holds. Adapter failures are retried inside the hook client, then the item is
 parked with its reason and nothing is written on chain.
 
+Within one poll, every effect that is a single call with a batch entry point (BATCHES) waits
+until all the poll's events are handled; then those of one contract and entry point are
+signed into ONE transaction (a lone one as its plain single call) and recorded together, each
+effect its own row holding that transaction. Delivery broadcasts each distinct transaction
+once, reads the receipts in one JSON-RPC batch, and marks each effect mined, or reverted with
+its item's error when the batch refused it (ItemFailed). An effect of several calls, or of a
+call without a batch, is signed, recorded and delivered as its event is handled.
+
 A reorg can drop an oracle's own transactions as well as the events it acted on. The
 stream's reorg check covers the blocks it has read; the oracle's transactions usually land
 in blocks it has not read yet, so each is checked once more when the stream reads past its
@@ -15,21 +23,23 @@ block, before any newer event is acted on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from chain.contract import Contract
 from chain.errors import ChainError, ContractRevert, TransactionError, TransactionLost, TransactionTimeout
 from chain.events import Batch, ChainEvent, Cursor, EventStream
-from chain.sender import Receipt, Sender, SignedTx
+from chain.sender import Receipt, Sender, SignedTx, explain_failure
 from pipeline.adapters.http import AdapterError
 from pipeline.faults import checkpoint
 from pipeline.journal import deal_memo
-from pipeline.store import Effect, OracleStore
+from pipeline.store import Effect, NewEffect, OracleStore
 
 log = logging.getLogger("deedchain.oracle")
 
@@ -58,6 +68,60 @@ class Action:
     calls: list[Call]
 
 
+def _columns(items: list[tuple[str, tuple[Any, ...]]]) -> tuple[Any, ...]:
+    """The single calls' arguments as the batch's arrays, one per parameter."""
+    return tuple(list(column) for column in zip(*(args for _fn, args in items), strict=True))
+
+
+def _decisions(items: list[tuple[str, tuple[Any, ...]]]) -> tuple[Any, ...]:
+    """approveLoan / rejectLoan as LoanBook.LoanDecision structs."""
+    out = []
+    for fn, args in items:
+        if fn == "approveLoan":
+            deal, amount, rate, term, max_secured = args
+            out.append((deal, True, amount, rate, term, max_secured, 0))
+        else:
+            deal, reason = args
+            out.append((deal, False, 0, 0, 0, 0, reason))
+    return (out,)
+
+
+# (contract, single call) -> its batch entry point and how items become its arguments
+# (contracts/README.md). Every single call listed takes the deal id first.
+BATCHES: dict[tuple[str, str], tuple[str, Callable[[list[tuple[str, tuple[Any, ...]]]], tuple[Any, ...]]]] = {
+    ("DealEscrow", "recordTransactionReport"): ("recordTransactionReports", _columns),
+    ("DealEscrow", "settle"): ("settleMany", _columns),
+    ("DealEscrow", "refund"): ("refundMany", _columns),
+    ("LoanBook", "approveLoan"): ("recordLoanDecisions", _decisions),
+    ("LoanBook", "rejectLoan"): ("recordLoanDecisions", _decisions),
+    ("LoanBook", "disburse"): ("disburseMany", _columns),
+    ("LoanBook", "statePayoff"): ("statePayoffs", _columns),
+}
+BATCH_MAX = 100  # items per batch transaction
+# The items' single-call gas summed stays under this: a third of a 30 M block, so a batch of
+# settlements is mined next to other senders' transactions.
+BATCH_GAS = 10_000_000
+
+
+@dataclass(frozen=True)
+class _Due:
+    """An effect of this poll waiting to be signed into a batch transaction with its kind."""
+
+    event_key: str
+    block: int
+    plan: Plan
+    action: Action
+    seen_at: float
+
+    @property
+    def call(self) -> Call:
+        return self.action.calls[0]
+
+
+def _batchable(action: Action) -> bool:
+    return len(action.calls) == 1 and (action.calls[0].contract.name, action.calls[0].fn) in BATCHES
+
+
 class Parked(Exception):
     """Raised by execute(): the effect cannot be done now, for the reason given."""
 
@@ -79,6 +143,13 @@ class Oracle:
         self.store = store
         self.contracts = contracts
         self.me = sender.address
+        # (address, topic) of each contract's ItemFailed: the batch results, found without
+        # decoding the batch's other logs
+        self._item_failed = {
+            (c.address.lower(), c.abi.topic("ItemFailed")): c
+            for c in contracts.values()
+            if "ItemFailed" in c.abi.events_by_name
+        }
         self._recovered = False
         self._direct = threading.Lock()
 
@@ -110,8 +181,10 @@ class Oracle:
                 return batch
             if batch.cursor.next_block != start.next_block:
                 self._reconcile(self.store.effects_after(start.next_block - 1))
+            due: dict[str, _Due] = {}
             for event in batch.events:
-                self._handle(event, start)
+                self._handle(event, start, due)
+            self._send_due(list(due.values()), start)
             if batch.events or batch.cursor.next_block != start.next_block:
                 self.store.save_cursor(batch.cursor)  # an idle poll changes nothing worth a write
         except BaseException:
@@ -179,15 +252,18 @@ class Oracle:
                 stop.wait(self.stream.poll_interval)
 
     # --- one event ----------------------------------------------------------------------------
-    def _handle(self, event: ChainEvent, cursor: Any) -> None:
+    def _handle(self, event: ChainEvent, cursor: Any, due: dict[str, _Due]) -> None:
+        """Plan and execute the event's effect. One that is a single batchable call waits in
+        `due` for the poll's batch transactions; any other is recorded and delivered at once."""
         key = event.id.key()
-        if self.store.is_processed(key):
+        if self.store.is_processed(key) or any(d.event_key == key for d in due.values()):
             return  # delivered twice (a replay, a restart mid-batch): already handled
         plan = self.plan(event)
         if plan is None:
             return
         seen = time.time()
-        if self.store.effect(plan.effect_key) is not None:
+        if plan.effect_key in due or self.store.effect(plan.effect_key) is not None:
+            # one already due in this poll is recorded with its own event, or read again with it
             self.store.record_skip(key, event.block_number, cursor, plan.effect_key)
             return
         checkpoint("before_adapter", plan.kind)
@@ -205,6 +281,9 @@ class Oracle:
             self.store.record_skip(key, event.block_number, cursor)
             return
         checkpoint("after_adapter", plan.kind)
+        if _batchable(action):
+            due[plan.effect_key] = _Due(key, event.block_number, plan, action, seen)
+            return
         signed = self.sender.sign_batch(
             [(c.contract.address, c.contract.encode(c.fn, *c.args), c.gas) for c in action.calls]
         )
@@ -221,6 +300,60 @@ class Oracle:
         assert effect is not None
         self._deliver(effect)
 
+    def _send_due(self, due: list[_Due], cursor: Cursor) -> None:
+        """Sign the poll's due effects into one transaction per contract and batch entry point
+        (a lone item as its plain single call), record them all with their events in one
+        database transaction, then deliver each transaction once."""
+        if not due:
+            return
+        chunks: dict[tuple[str, str], list[list[_Due]]] = {}
+        for d in due:
+            batch_fn = BATCHES[(d.call.contract.name, d.call.fn)][0]
+            found = chunks.setdefault((d.call.contract.address, batch_fn), [[]])
+            last = found[-1]
+            full = len(last) >= BATCH_MAX or sum(x.call.gas for x in last) + d.call.gas > BATCH_GAS
+            # ItemFailed names an item by its deal: one deal appears once per transaction
+            if full or any(x.call.args[0] == d.call.args[0] for x in last):
+                found.append([d])
+            else:
+                last.append(d)
+        groups = [chunk for found in chunks.values() for chunk in found if chunk]
+        signed = self.sender.sign_batch([self._batch_call(chunk) for chunk in groups])
+        rows = [
+            NewEffect(
+                d.event_key,
+                d.block,
+                d.plan.effect_key,
+                d.plan.deal_id,
+                d.plan.kind,
+                d.action.answer,
+                [tx],
+                d.seen_at,
+            )
+            for chunk, tx in zip(groups, signed, strict=True)
+            for d in chunk
+        ]
+        try:
+            self.store.record_effects(cursor, rows)
+        except Exception:
+            self.sender.resync()  # the signed nonces were never used
+            raise
+        for kind in dict.fromkeys(d.plan.kind for d in due):
+            checkpoint("after_record", kind)
+        effects = [self.store.effect(d.plan.effect_key) for d in due]
+        self._deliver_in_order([e for e in effects if e is not None])
+
+    @staticmethod
+    def _batch_call(chunk: list[_Due]) -> tuple[str, str, int]:
+        first = chunk[0].call
+        if len(chunk) == 1:  # a batch of one costs 2-3k gas more than its single call
+            return first.contract.address, first.contract.encode(first.fn, *first.args), first.gas
+        batch_fn, arrange = BATCHES[(first.contract.name, first.fn)]
+        data = first.contract.encode(batch_fn, *arrange([(d.call.fn, d.call.args) for d in chunk]))
+        # each item's single-call gas includes the 21,000 a batch item does not pay: room for
+        # the loop and the self-call, so no item runs out of gas
+        return first.contract.address, data, sum(d.call.gas for d in chunk)
+
     def _reconcile(self, effects: list[Effect], rewound_to: int | None = None) -> None:
         """Check `effects` against the chain as it is now: after a reorg that dropped the blocks
         after `rewound_to`, or once the stream has read past the blocks their transactions went
@@ -230,7 +363,7 @@ class Oracle:
         again, from the outbox."""
         if not effects and rewound_to is None:
             return
-        hashes = [t.hash for e in effects for t in e.txs]
+        hashes = list(dict.fromkeys(t.hash for e in effects for t in e.txs))  # a batch's tx once
         receipts: dict[str, Receipt | None] = dict(zip(hashes, self.sender.receipts(hashes), strict=True))
         absent = [h for h, r in receipts.items() if r is None]
         pooled = {h for h, known in zip(absent, self.sender.known(absent), strict=True) if known}
@@ -244,7 +377,8 @@ class Oracle:
                 orphans.append(e.key)
             elif e.status == "mined" and e.txs:
                 found = [receipts[t.hash] for t in e.txs]
-                if all(r is not None and r.status == 1 for r in found):
+                # a batch re-included in another order may now refuse this effect's item
+                if all(r is not None and r.status == 1 and not self._item_error(r, e) for r in found):
                     block = max(r.block_number for r in found if r is not None)
                     if block != e.mined_block:
                         mined_at[e.key] = block
@@ -271,16 +405,118 @@ class Oracle:
         if not effects:
             return {}
         keys = {e.key for e in effects}
-        lost = [t for e in effects for t in e.txs if receipts[t.hash] is None and t.hash not in pooled]
+        # a batch transaction shared by several effects is sent again once, for all of them
+        lost = list(
+            {
+                t.hash: t for e in effects for t in e.txs if receipts[t.hash] is None and t.hash not in pooled
+            }.values()
+        )
         held = {t.nonce for e in effects for t in e.txs if t.hash in pooled}
         held |= {t.nonce for e in self.store.effects(status="signed") if e.key not in keys for t in e.txs}
         fresh = self.sender.reissue(lost, held)
         return {e.key: [fresh.get(t.hash, t) for t in e.txs] for e in effects}
 
     def _deliver_in_order(self, effects: list[Effect]) -> None:
-        """Deliver in nonce order: a later nonce first would wait on the earlier one."""
+        """Deliver in nonce order (a later nonce first would wait on the earlier one): effects of
+        one transaction each (a batch's, or a single call's) together, that transaction once;
+        effects of several transactions, or none, one by one."""
+        run: list[Effect] = []
         for effect in sorted(effects, key=lambda e: min((t.nonce for t in e.txs), default=-1)):
+            if len(effect.txs) == 1:
+                run.append(effect)
+                continue
+            self._deliver_shared(run)
+            run = []
             self._deliver(effect)
+        self._deliver_shared(run)
+
+    def _deliver_shared(self, effects: list[Effect]) -> None:
+        """Broadcast each distinct transaction of these one-transaction effects once, read their
+        receipts in batches, and mark each effect: mined, or reverted with the transaction's
+        error or, in a batch, its item's (ItemFailed)."""
+        by_tx: dict[str, list[Effect]] = {}
+        for effect in effects:
+            by_tx.setdefault(effect.txs[0].hash, []).append(effect)
+        sent: list[str] = []
+        for tx_hash, group in by_tx.items():
+            tx, first = group[0].txs[0], group[0]
+            memo = (
+                deal_memo(first.deal_id, first.kind)
+                if len(group) == 1
+                else f"{first.kind}:{len(group)} deals"
+            )
+            try:
+                self.sender.broadcast(tx, memo=memo)
+            except TransactionError as exc:
+                for effect in group:
+                    self.store.finish(effect.key, "failed", str(exc))
+                    self._log("failed", deal_id=effect.deal_id, effect=effect.key, error=str(exc))
+                self.sender.resync()
+                continue
+            for kind in dict.fromkeys(e.kind for e in group):
+                checkpoint("after_broadcast", kind)
+            sent.append(tx_hash)
+        try:
+            receipts = self._receipts(sent)
+        except (TransactionTimeout, TransactionLost) as exc:
+            # Sent, not mined yet, and it still may be: it stays in the outbox (see _deliver).
+            for effect in (e for h in sent for e in by_tx[h]):
+                self._log("not_mined_yet", deal_id=effect.deal_id, effect=effect.key, error=str(exc))
+            raise
+        for kind in dict.fromkeys(e.kind for h in sent for e in by_tx[h]):
+            checkpoint("after_mined", kind)
+        for tx_hash in sent:
+            receipt = receipts[tx_hash]
+            failure = None
+            if receipt.status != 1:  # the whole transaction: e.g. a role missing
+                failure = explain_failure(self.sender.rpc, self.sender.errors, tx_hash, receipt)
+            for effect in by_tx[tx_hash]:
+                error = failure if failure is not None else self._item_error(receipt, effect)
+                if isinstance(error, ContractRevert):
+                    reason = f"{error.name}({json.dumps(error.args_by_name, default=str)})"
+                    self.store.finish(effect.key, "reverted", reason)
+                    self._log(
+                        "reverted", deal_id=effect.deal_id, effect=effect.key, error=error.name, tx=tx_hash
+                    )
+                elif error is not None:
+                    self.store.finish(effect.key, "failed", str(error))
+                    self._log("failed", deal_id=effect.deal_id, effect=effect.key, error=str(error))
+                else:
+                    latency = self.store.finish(effect.key, "mined", block=receipt.block_number)
+                    self._log(
+                        "done", deal_id=effect.deal_id, effect=effect.key, tx=tx_hash,
+                        latency_ms=round(latency or 0, 1),
+                    )  # fmt: skip
+
+    def _receipts(self, hashes: list[str]) -> dict[str, Receipt]:
+        """Receipts of `hashes`, read in one JSON-RPC batch for as long as some are missing; the
+        Sender's wait (its timeout, its lost-transaction checks) for the first one missing."""
+        found: dict[str, Receipt] = {}
+        pending = hashes
+        while pending:
+            for tx_hash, receipt in zip(pending, self.sender.receipts(pending), strict=True):
+                if receipt is not None:
+                    found[tx_hash] = receipt
+            pending = [h for h in pending if h not in found]
+            if pending:
+                with contextlib.suppress(ContractRevert):  # mined, and failed: the next read has it
+                    self.sender.wait(pending[0])
+        return found
+
+    def _item_error(self, receipt: Receipt, effect: Effect) -> ContractRevert | None:
+        """The revert of the effect's item, if the batch in `receipt` refused it (ItemFailed)."""
+        for log_ in receipt.logs:
+            contract = self._item_failed.get(
+                (log_["address"].lower(), log_["topics"][0] if log_["topics"] else "")
+            )
+            if contract is None or int(log_["topics"][1], 16) != effect.deal_id:
+                continue
+            event = contract.abi.decode_log(log_)
+            assert event is not None
+            reason = event.args["reason"]
+            data = bytes.fromhex(reason[2:]) if isinstance(reason, str) else bytes(reason)
+            return self.sender.errors.decode(data, receipt.tx_hash)
+        return None
 
     def _deliver(self, effect: Effect) -> None:
         blocks = []

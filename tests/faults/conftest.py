@@ -183,15 +183,23 @@ class Campaign:
         }
 
     def effect_txs(self) -> dict[str, int]:
-        """How many transactions the oracles' books hold for the campaign's deals, by account."""
+        """How many transactions the oracles' books hold for the campaign's deals, by account (a
+        batch transaction that several effects share counts once)."""
         names = {"registry:registrar": "registrar", "bank:lender": "lender", "bank:bank": "bank"}
         ids = {d.id for d in self.deals}
         out = dict.fromkeys(names.values(), 0)
         for oracle in self.inst.oracles:
-            for effect in oracle.store.effects():
-                if effect.deal_id in ids:
-                    out[names[oracle.store.oracle]] += len(effect.txs)
+            hashes = {t.hash for e in oracle.store.effects() if e.deal_id in ids for t in e.txs}
+            out[names[oracle.store.oracle]] += len(hashes)
         return out
+
+    def shared_txs(self) -> dict[str, int]:
+        """The transactions that carry several of the campaign's effects: hash -> how many."""
+        ids = {d.id for d in self.deals}
+        carried = Counter(
+            t.hash for o in self.inst.oracles for e in o.store.effects() if e.deal_id in ids for t in e.txs
+        )
+        return {h: n for h, n in carried.items() if n > 1}
 
 
 def _done(books: dict[str, str]) -> bool:

@@ -1,6 +1,7 @@
 """(d) The oracles' process killed (SIGKILL, via DEEDCHAIN_CRASH_AT) at each checkpoint in turn
 while several deals are in flight; each time it is started again and resumes. Every deal
-completes, each effect once, and no institution sends one transaction more than its books hold.
+completes, each effect once, and no institution sends one transaction more than its books hold
+(a batch transaction several effects share counts once).
 
 tests/pipeline/test_oracle_faults.py kills at every checkpoint x effect kind for one deal; here
 the kills follow each other in one run of several deals, each restart armed with the next
@@ -94,3 +95,5 @@ def test_oracles_killed_at_each_checkpoint_in_turn_resume(
     campaign.assert_each_effect_once()
     after = campaign.oracle_nonces()
     assert {n: after[n] - before[n] for n in after} == campaign.effect_txs()
+    # the deals' reports, due together, went out as one batch transaction through the kills
+    assert max(campaign.shared_txs().values(), default=0) == DEALS, campaign.shared_txs()
