@@ -32,7 +32,7 @@ from chain.config import Config, load_config
 from chain.deploy import deploy_project
 from chain.eip712 import sign_typed_data
 from chain.events import EventStream
-from chain.rpc import Rpc
+from chain.rpc import Rpc, raise_errors
 from chain.session import ChainSession
 from chain.txsign import TxSigner
 from pipeline.adapters.protocols import CredentialKind
@@ -198,6 +198,7 @@ class Bench:
         self.services = services
         self.b = services.brokerage
         self.inst = services.institutions
+        self.deal_contracts = {self.b.escrow.address.lower(), self.b.loans.address.lower()}
         self.lock = threading.Lock()  # the registrar's and issuer's setup transactions, one at a time
         self.broker = session.signers["broker"].address
         self.finish = Finish(session, services) if watch else None
@@ -297,11 +298,20 @@ class Bench:
             "indexed": str(self.b.index.get(deal)),  # the automation's view: live while not ended
         }
 
-    def cost(self, deal: int) -> tuple[int, int, int | None]:
+    def cost(self, deal: int) -> tuple[float, int, int | None]:
         """Transactions and gas of a deal's own steps, and its blocks from the signature that
-        made it Signed to its DealSettled (None if it has not both), from its timeline."""
+        made it Signed to its DealSettled (None if it has not both), from its timeline. A batch
+        transaction that carried several deals' steps counts for each by its share."""
         steps = self.b.timeline(deal)
-        txs = {s["tx"]: s["gas"] for s in steps}
+        gas = {s["tx"]: s["gas"] for s in steps}
+        hashes = list(gas)
+        receipts = raise_errors(
+            self.b.session.rpc.batch([("eth_getTransactionReceipt", [h]) for h in hashes])
+        )
+        shares = {
+            h: 1 / max(1, len(_deals_in(r, self.deal_contracts)))
+            for h, r in zip(hashes, receipts, strict=True)
+        }
         signed = [
             s["block"]
             for s in steps
@@ -309,7 +319,7 @@ class Bench:
         ]
         settled = [s["block"] for s in steps if s["step"] == "DealSettled"]
         blocks = settled[0] - signed[0] if signed and settled else None
-        return len(txs), sum(txs.values()), blocks
+        return sum(shares.values()), round(sum(gas[h] * shares[h] for h in hashes)), blocks
 
     def deal(self, index: int) -> dict[str, Any]:
         """One whole deal, preparation included (for callers that run deals one by one)."""
@@ -317,6 +327,16 @@ class Bench:
         if result["settled"]:
             result["txs"], result["gas"], result["blocks"] = self.cost(result["deal"])
         return result
+
+
+def _deals_in(receipt: dict[str, Any], contracts: set[str]) -> set[str]:
+    """The deals whose events a receipt carries (the first indexed topic of the escrow's and the
+    loan book's deal events is the deal id)."""
+    return {
+        log["topics"][1]
+        for log in receipt["logs"]
+        if log["address"].lower() in contracts and len(log["topics"]) > 1
+    }
 
 
 def node_deal_ceiling(session: ChainSession, deals: int) -> float:
