@@ -10,6 +10,7 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {LandRegister} from "./LandRegister.sol";
 import {LoanBook} from "./LoanBook.sol";
+import {BatchItems} from "./BatchItems.sol";
 
 /// @title Real-estate closing escrow (매매 계약금·중도금·잔금 에스크로)
 /// @notice A BROKER opens a deal; buyer and seller accept the full terms by EIP-712 signature; the buyer
@@ -41,7 +42,7 @@ import {LoanBook} from "./LoanBook.sol";
 /// loan has been paid. Payments are pulled with SafeERC20 (payer approves this contract); money leaving a
 /// deal is credited to `claimable` and withdrawn with {withdraw}. Invariant: token balance of this contract
 /// = sum of {heldBy} over live deals + {totalClaimable} (ignoring tokens sent here directly).
-contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
+contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard, BatchItems {
     using SafeERC20 for IERC20;
 
     /// @notice Licensed brokers who open deals.
@@ -218,13 +219,6 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
     error NothingToWithdraw(address account);
     /// @notice The transaction report (실거래 신고) of the deal was already recorded.
     error AlreadyReported(uint256 dealId);
-    /// @notice A batch's arrays differ in length: `dealIds` deal ids, `items` entries in another array.
-    error LengthMismatch(uint256 dealIds, uint256 items);
-    /// @notice Only this contract may call a batch item function; `caller` is not it.
-    error NotSelf(address caller);
-    /// @notice A batch item reverted without data (out of gas): the whole batch reverts, so that a short
-    /// gas limit (or a gas estimate) cannot turn due items into failed ones. Resend with more gas.
-    error ItemRevertedWithoutReason(uint256 dealId);
 
     // ------------------------------------------------------------------ events
 
@@ -272,9 +266,6 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
     event Withdrawn(address indexed account, uint256 amount);
     /// @notice The registry accepted the deal's transaction report (실거래 신고) under `receipt`.
     event TransactionReported(uint256 indexed dealId, bytes32 receipt);
-    /// @notice A batch item for `dealId` failed and was not applied; `reason` is its revert data (the same
-    /// custom error the single-item call reverts with). The batch's other items are unaffected.
-    event ItemFailed(uint256 indexed dealId, bytes reason);
 
     // ------------------------------------------------------------------ constructor / wiring
 
@@ -939,23 +930,6 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard {
     function _deal(uint256 dealId) private view returns (Deal storage d) {
         d = _deals[dealId];
         if (d.state == State.None) revert UnknownDeal(dealId);
-    }
-
-    function _onlySelf() private view {
-        if (msg.sender != address(this)) revert NotSelf(msg.sender);
-    }
-
-    function _sameLength(uint256 dealIds, uint256 items) private pure {
-        if (dealIds != items) revert LengthMismatch(dealIds, items);
-    }
-
-    /// @dev Apply one batch item in its own call frame, so a failing item is rolled back alone and reported.
-    function _tryItem(uint256 dealId, bytes memory call) private {
-        (bool ok, bytes memory reason) = address(this).call(call);
-        if (ok) return;
-        // every item failure carries a custom error (or Panic); no data means the item ran out of gas
-        if (reason.length == 0) revert ItemRevertedWithoutReason(dealId);
-        emit ItemFailed(dealId, reason);
     }
 
     function _onlyLoanBook() private view {

@@ -6,6 +6,7 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {DealEscrow} from "./DealEscrow.sol";
 import {LandRegister} from "./LandRegister.sol";
+import {BatchItems} from "./BatchItems.sol";
 
 /// @title Mortgage-loan book for deals (주택담보대출)
 /// @notice The buyer of a deal requests the loan named in the deal's terms from the named lender, presenting
@@ -18,7 +19,7 @@ import {LandRegister} from "./LandRegister.sol";
 /// Loan status: None -> Requested -> Approved -> Disbursed -> Secured (mortgage registered at settlement)
 ///                                 \-> Rejected             \-> Returned (deal defaulted/refunded, loan credited back)
 /// SETTLEMENT_ROLE (granted to the DealEscrow) records Secured and Returned.
-contract LoanBook is AccessControl {
+contract LoanBook is AccessControl, BatchItems {
     using SafeERC20 for IERC20;
 
     /// @notice Banks that lend.
@@ -117,13 +118,6 @@ contract LoanBook is AccessControl {
     error AmountTooLarge(uint256 amount);
     /// @notice An address argument was zero.
     error ZeroAddress();
-    /// @notice A batch's arrays differ in length: `dealIds` deal ids, `items` entries in another array.
-    error LengthMismatch(uint256 dealIds, uint256 items);
-    /// @notice Only this contract may call a batch item function; `caller` is not it.
-    error NotSelf(address caller);
-    /// @notice A batch item reverted without data (out of gas): the whole batch reverts, so that a short
-    /// gas limit (or a gas estimate) cannot turn due items into failed ones. Resend with more gas.
-    error ItemRevertedWithoutReason(uint256 dealId);
 
     /// @notice `buyer` requested `amount` from `lender`, presenting `credentials`.
     event LoanRequested(
@@ -148,9 +142,6 @@ contract LoanBook is AccessControl {
     event LoanReturned(uint256 indexed dealId);
     /// @notice `creditor` stated `amount` as the payoff of mortgage entry `entryIndex` for the deal.
     event PayoffStated(uint256 indexed dealId, uint256 indexed entryIndex, address indexed creditor, uint256 amount);
-    /// @notice A batch item for `dealId` failed and was not applied; `reason` is its revert data (the same
-    /// custom error the single-item call reverts with). The batch's other items are unaffected.
-    event ItemFailed(uint256 indexed dealId, bytes reason);
 
     /// @param admin receives DEFAULT_ADMIN_ROLE (grants LENDER_ROLE, and SETTLEMENT_ROLE to the escrow).
     /// @param escrow_ the DealEscrow (its token is the loan currency).
@@ -384,23 +375,6 @@ contract LoanBook is AccessControl {
     /// @dev The lender of a requested loan: the deal's lender (the deal exists once a loan was requested).
     function _lender(uint256 dealId) private view returns (address lender) {
         (,, lender,,) = _escrow.loanContext(dealId);
-    }
-
-    function _onlySelf() private view {
-        if (msg.sender != address(this)) revert NotSelf(msg.sender);
-    }
-
-    function _sameLength(uint256 dealIds, uint256 items) private pure {
-        if (dealIds != items) revert LengthMismatch(dealIds, items);
-    }
-
-    /// @dev Apply one batch item in its own call frame, so a failing item is rolled back alone and reported.
-    function _tryItem(uint256 dealId, bytes memory call) private {
-        (bool ok, bytes memory reason) = address(this).call(call);
-        if (ok) return;
-        // every item failure carries a custom error (or Panic); no data means the item ran out of gas
-        if (reason.length == 0) revert ItemRevertedWithoutReason(dealId);
-        emit ItemFailed(dealId, reason);
     }
 
     function _disbursed(uint256 dealId) private view returns (LoanRecord storage l) {
