@@ -7,13 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import requests
 
 from chain.node import free_port, rpc_answers
+from tests.cli.healthz import wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,16 +67,7 @@ def test_serve_answers_stops_cleanly_and_resumes(project_copy):
         proc = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    return proc
-            except requests.RequestException:
-                pass
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            time.sleep(0.3)
-        raise AssertionError("serve did not become healthy")
+        return wait_healthy(proc, port, timeout=90)
 
     def down(proc: subprocess.Popen[str]) -> tuple[str, str]:
         proc.send_signal(signal.SIGINT)
@@ -141,7 +132,9 @@ def test_bench_prints_its_json_with_every_field(project_copy):
     # the run mined blocks; the cost of an empty block is read before and after it
     assert result["blocks_per_deal"] >= 1 and len(result["node_empty_block_ms"]) == 2
     assert min(result["node_empty_block_ms"]) > 0 and result["node_ceiling_end_tx_per_s"] > 0
-    assert result["settled"] == 2 and result["tx_per_deal"] >= 12 and result["node_ceiling_tx_per_s"] > 0
+    # 13 steps a deal, each its own transaction or a batch's shared between the two deals
+    assert result["settled"] == 2 and 6.5 <= result["tx_per_deal"] <= 13
+    assert result["node_ceiling_tx_per_s"] > 0
     expected = result["deals_per_s"] * result["tx_per_deal"] / result["node_ceiling_tx_per_s"]
     assert abs(result["ratio_to_ceiling"] - expected) < 1e-3
     assert result["block_time_s"] is None  # automine

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
 from chain.node import free_port, read_lock, rpc_answers
+from tests.cli.healthz import wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE = Path(".deedchain/development/anvil-state.json")
@@ -140,17 +140,7 @@ def test_serve_stops_its_node_and_a_killed_serve_takes_it_along(cli: Cli) -> Non
     port = free_port()
 
     def serve() -> subprocess.Popen[str]:
-        proc = cli.launch("serve", "--port", str(port))
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    return proc
-            except requests.RequestException:
-                pass
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            time.sleep(0.3)
-        raise AssertionError("serve did not become healthy")
+        return wait_healthy(cli.launch("serve", "--port", str(port)), port, timeout=180)
 
     proc = serve()
     pid = cli.node_pid(proc)
