@@ -97,6 +97,9 @@ BATCHES: dict[tuple[str, str], tuple[str, Callable[[list[tuple[str, tuple[Any, .
     ("LoanBook", "disburse"): ("disburseMany", _columns),
     ("LoanBook", "statePayoff"): ("statePayoffs", _columns),
 }
+# Single calls merged across a poll's effects into one call: a bank's mints of its own reserve
+# (the money each disbursement then pays out) become one mint of their sum.
+MERGED = {("DepositToken", "mint")}
 BATCH_MAX = 100  # items per batch transaction
 # The items' single-call gas summed stays under this: a third of a 30 M block, so a batch of
 # settlements is mined next to other senders' transactions.
@@ -105,7 +108,8 @@ BATCH_GAS = 10_000_000
 
 @dataclass(frozen=True)
 class _Due:
-    """An effect of this poll waiting to be signed into a batch transaction with its kind."""
+    """An effect of this poll waiting to be signed, call by call, into the batch transactions of
+    the effects of its shape."""
 
     event_key: str
     block: int
@@ -114,12 +118,24 @@ class _Due:
     seen_at: float
 
     @property
-    def call(self) -> Call:
-        return self.action.calls[0]
+    def shape(self) -> tuple[tuple[str, str], ...]:
+        """Per call, the transaction it joins: (contract address, batch entry point), or for a
+        merged call its recipient too."""
+        return tuple(
+            (c.contract.address, f"{c.fn}:{c.args[0]}")
+            if (c.contract.name, c.fn) in MERGED
+            else (c.contract.address, BATCHES[(c.contract.name, c.fn)][0])
+            for c in self.action.calls
+        )
+
+    @property
+    def gas(self) -> int:
+        return sum(c.gas for c in self.action.calls)
 
 
 def _batchable(action: Action) -> bool:
-    return len(action.calls) == 1 and (action.calls[0].contract.name, action.calls[0].fn) in BATCHES
+    keys = [(c.contract.name, c.fn) for c in action.calls]
+    return bool(keys) and all(k in BATCHES or k in MERGED for k in keys) and any(k in BATCHES for k in keys)
 
 
 class Parked(Exception):
@@ -212,7 +228,7 @@ class Oracle:
         effect = self.store.effect(effect_key)
         assert effect is not None
         try:
-            self._deliver(effect)
+            self._deliver_in_order([effect])
         except Exception:
             self._recovered = False  # the loop sends it once the node answers again
             raise
@@ -298,41 +314,44 @@ class Oracle:
         checkpoint("after_record", plan.kind)
         effect = self.store.effect(plan.effect_key)
         assert effect is not None
-        self._deliver(effect)
+        self._deliver_in_order([effect])
 
     def _send_due(self, due: list[_Due], cursor: Cursor) -> None:
-        """Sign the poll's due effects into one transaction per contract and batch entry point
-        (a lone item as its plain single call), record them all with their events in one
-        database transaction, then deliver each transaction once."""
+        """Sign the poll's due effects of one shape into one transaction per call position
+        (its contract's batch entry point, a merged call, or for a lone effect its plain single
+        calls), record them all with their events in one database transaction, then deliver
+        each transaction once."""
         if not due:
             return
-        chunks: dict[tuple[str, str], list[list[_Due]]] = {}
+        chunks: dict[tuple[tuple[str, str], ...], list[list[_Due]]] = {}
         for d in due:
-            batch_fn = BATCHES[(d.call.contract.name, d.call.fn)][0]
-            found = chunks.setdefault((d.call.contract.address, batch_fn), [[]])
+            found = chunks.setdefault(d.shape, [[]])
             last = found[-1]
-            full = len(last) >= BATCH_MAX or sum(x.call.gas for x in last) + d.call.gas > BATCH_GAS
+            full = len(last) >= BATCH_MAX or sum(x.gas for x in last) + d.gas > BATCH_GAS
             # ItemFailed names an item by its deal: one deal appears once per transaction
-            if full or any(x.call.args[0] == d.call.args[0] for x in last):
+            if full or any(x.plan.deal_id == d.plan.deal_id for x in last):
                 found.append([d])
             else:
                 last.append(d)
         groups = [chunk for found in chunks.values() for chunk in found if chunk]
-        signed = self.sender.sign_batch([self._batch_call(chunk) for chunk in groups])
-        rows = [
-            NewEffect(
-                d.event_key,
-                d.block,
-                d.plan.effect_key,
-                d.plan.deal_id,
-                d.plan.kind,
-                d.action.answer,
-                [tx],
-                d.seen_at,
-            )
-            for chunk, tx in zip(groups, signed, strict=True)
-            for d in chunk
-        ]
+        calls = [self._batch_call(chunk, i) for chunk in groups for i in range(len(chunk[0].action.calls))]
+        signed = iter(self.sender.sign_batch(calls))
+        rows = []
+        for chunk in groups:
+            txs = [next(signed) for _ in chunk[0].action.calls]
+            rows += [
+                NewEffect(
+                    d.event_key,
+                    d.block,
+                    d.plan.effect_key,
+                    d.plan.deal_id,
+                    d.plan.kind,
+                    d.action.answer,
+                    txs,
+                    d.seen_at,
+                )
+                for d in chunk
+            ]
         try:
             self.store.record_effects(cursor, rows)
         except Exception:
@@ -344,15 +363,20 @@ class Oracle:
         self._deliver_in_order([e for e in effects if e is not None])
 
     @staticmethod
-    def _batch_call(chunk: list[_Due]) -> tuple[str, str, int]:
-        first = chunk[0].call
-        if len(chunk) == 1:  # a batch of one costs 2-3k gas more than its single call
+    def _batch_call(chunk: list[_Due], position: int) -> tuple[str, str, int]:
+        """The transaction of the chunk's calls at `position`: (to, data, gas)."""
+        items = [d.action.calls[position] for d in chunk]
+        first = items[0]
+        if (first.contract.name, first.fn) in MERGED:  # mint(to, amount): one mint of the sum
+            total = sum(c.args[1] for c in items)
+            return first.contract.address, first.contract.encode(first.fn, first.args[0], total), first.gas
+        if len(items) == 1:  # a batch of one costs 2-3k gas more than its single call
             return first.contract.address, first.contract.encode(first.fn, *first.args), first.gas
         batch_fn, arrange = BATCHES[(first.contract.name, first.fn)]
-        data = first.contract.encode(batch_fn, *arrange([(d.call.fn, d.call.args) for d in chunk]))
+        data = first.contract.encode(batch_fn, *arrange([(c.fn, c.args) for c in items]))
         # each item's single-call gas includes the 21,000 a batch item does not pay: room for
         # the loop and the self-call, so no item runs out of gas
-        return first.contract.address, data, sum(d.call.gas for d in chunk)
+        return first.contract.address, data, sum(c.gas for c in items)
 
     def _reconcile(self, effects: list[Effect], rewound_to: int | None = None) -> None:
         """Check `effects` against the chain as it is now: after a reorg that dropped the blocks
@@ -417,76 +441,85 @@ class Oracle:
         return {e.key: [fresh.get(t.hash, t) for t in e.txs] for e in effects}
 
     def _deliver_in_order(self, effects: list[Effect]) -> None:
-        """Deliver in nonce order (a later nonce first would wait on the earlier one): effects of
-        one transaction each (a batch's, or a single call's) together, that transaction once;
-        effects of several transactions, or none, one by one."""
-        run: list[Effect] = []
-        for effect in sorted(effects, key=lambda e: min((t.nonce for t in e.txs), default=-1)):
-            if len(effect.txs) == 1:
-                run.append(effect)
-                continue
-            self._deliver_shared(run)
-            run = []
-            self._deliver(effect)
-        self._deliver_shared(run)
-
-    def _deliver_shared(self, effects: list[Effect]) -> None:
-        """Broadcast each distinct transaction of these one-transaction effects once, read their
-        receipts in batches, and mark each effect: mined, or reverted with the transaction's
-        error or, in a batch, its item's (ItemFailed)."""
-        by_tx: dict[str, list[Effect]] = {}
+        """Deliver `effects`: each distinct transaction broadcast once, in nonce order (a later
+        nonce first would wait on the earlier one), the receipts read in batches, then each
+        effect marked: mined once all its transactions are, else reverted with the first error
+        (a whole transaction's, or in a batch its item's: ItemFailed) or failed."""
+        by_txs: dict[tuple[str, ...], list[Effect]] = {}
         for effect in effects:
-            by_tx.setdefault(effect.txs[0].hash, []).append(effect)
-        sent: list[str] = []
-        for tx_hash, group in by_tx.items():
-            tx, first = group[0].txs[0], group[0]
+            by_txs.setdefault(tuple(t.hash for t in effect.txs), []).append(effect)
+        txs = sorted({t.hash: t for e in effects for t in e.txs}.values(), key=lambda t: t.nonce)
+        memos = {}
+        for group in by_txs.values():
+            first = group[0]
             memo = (
                 deal_memo(first.deal_id, first.kind)
                 if len(group) == 1
                 else f"{first.kind}:{len(group)} deals"
             )
+            memos.update({t.hash: memo for t in first.txs})
+        refused: dict[str, str] = {}
+        sent: list[str] = []
+        for tx in txs:
             try:
-                self.sender.broadcast(tx, memo=memo)
+                self.sender.broadcast(tx, memo=memos[tx.hash])
             except TransactionError as exc:
-                for effect in group:
-                    self.store.finish(effect.key, "failed", str(exc))
-                    self._log("failed", deal_id=effect.deal_id, effect=effect.key, error=str(exc))
+                refused[tx.hash] = str(exc)
                 self.sender.resync()
                 continue
-            for kind in dict.fromkeys(e.kind for e in group):
-                checkpoint("after_broadcast", kind)
-            sent.append(tx_hash)
+            sent.append(tx.hash)
+        for kind in dict.fromkeys(e.kind for e in effects if any(t.hash in sent for t in e.txs)):
+            checkpoint("after_broadcast", kind)
         try:
             receipts = self._receipts(sent)
         except (TransactionTimeout, TransactionLost) as exc:
-            # Sent, not mined yet, and it still may be: it stays in the outbox (see _deliver).
-            for effect in (e for h in sent for e in by_tx[h]):
-                self._log("not_mined_yet", deal_id=effect.deal_id, effect=effect.key, error=str(exc))
+            # Sent, not yet mined, and it still may be: calling it failed would leave the books
+            # wrong if it is, and the deal stalled if it is not. It stays in the outbox; the
+            # loop sends it again and waits (its later nonces could not be mined before it).
+            # Lost with a restarted node, or stranded behind a nonce it lost: the loop's
+            # redelivery, in nonce order, puts it and what it waits behind back.
+            for effect in effects:
+                if effect.txs and not refused.keys() & {t.hash for t in effect.txs}:
+                    self._log("not_mined_yet", deal_id=effect.deal_id, effect=effect.key, error=str(exc))
             raise
-        for kind in dict.fromkeys(e.kind for h in sent for e in by_tx[h]):
+        for kind in dict.fromkeys(e.kind for e in effects if all(t.hash in receipts for t in e.txs)):
             checkpoint("after_mined", kind)
-        for tx_hash in sent:
-            receipt = receipts[tx_hash]
-            failure = None
-            if receipt.status != 1:  # the whole transaction: e.g. a role missing
-                failure = explain_failure(self.sender.rpc, self.sender.errors, tx_hash, receipt)
-            for effect in by_tx[tx_hash]:
-                error = failure if failure is not None else self._item_error(receipt, effect)
-                if isinstance(error, ContractRevert):
-                    reason = f"{error.name}({json.dumps(error.args_by_name, default=str)})"
-                    self.store.finish(effect.key, "reverted", reason)
-                    self._log(
-                        "reverted", deal_id=effect.deal_id, effect=effect.key, error=error.name, tx=tx_hash
-                    )
-                elif error is not None:
-                    self.store.finish(effect.key, "failed", str(error))
-                    self._log("failed", deal_id=effect.deal_id, effect=effect.key, error=str(error))
-                else:
-                    latency = self.store.finish(effect.key, "mined", block=receipt.block_number)
-                    self._log(
-                        "done", deal_id=effect.deal_id, effect=effect.key, tx=tx_hash,
-                        latency_ms=round(latency or 0, 1),
-                    )  # fmt: skip
+        failures = {
+            h: explain_failure(self.sender.rpc, self.sender.errors, h, r)  # the whole transaction
+            for h, r in receipts.items()
+            if r.status != 1
+        }
+        for effect in effects:
+            self._mark(effect, receipts, failures, refused)
+
+    def _mark(
+        self,
+        effect: Effect,
+        receipts: dict[str, Receipt],
+        failures: dict[str, ContractRevert | TransactionError],
+        refused: dict[str, str],
+    ) -> None:
+        for tx in effect.txs:
+            if tx.hash in refused:
+                self.store.finish(effect.key, "failed", refused[tx.hash])
+                self._log("failed", deal_id=effect.deal_id, effect=effect.key, error=refused[tx.hash])
+                return
+            error = failures.get(tx.hash) or self._item_error(receipts[tx.hash], effect)
+            if isinstance(error, ContractRevert):
+                reason = f"{error.name}({json.dumps(error.args_by_name, default=str)})"
+                self.store.finish(effect.key, "reverted", reason)
+                self._log("reverted", deal_id=effect.deal_id, effect=effect.key, error=error.name, tx=tx.hash)
+                return
+            if error is not None:
+                self.store.finish(effect.key, "failed", str(error))
+                self._log("failed", deal_id=effect.deal_id, effect=effect.key, error=str(error))
+                return
+        block = max((receipts[t.hash].block_number for t in effect.txs), default=None)
+        latency = self.store.finish(effect.key, "mined", block=block)
+        self._log(
+            "done", deal_id=effect.deal_id, effect=effect.key, tx=effect.txs[-1].hash if effect.txs else None,
+            latency_ms=round(latency or 0, 1),
+        )  # fmt: skip
 
     def _receipts(self, hashes: list[str]) -> dict[str, Receipt]:
         """Receipts of `hashes`, read in one JSON-RPC batch for as long as some are missing; the
@@ -517,39 +550,6 @@ class Oracle:
             data = bytes.fromhex(reason[2:]) if isinstance(reason, str) else bytes(reason)
             return self.sender.errors.decode(data, receipt.tx_hash)
         return None
-
-    def _deliver(self, effect: Effect) -> None:
-        blocks = []
-        try:
-            for tx in effect.txs:
-                self.sender.broadcast(tx, memo=deal_memo(effect.deal_id, effect.kind))
-                checkpoint("after_broadcast", effect.kind)
-                blocks.append(self.sender.wait(tx.hash).block_number)
-        except ContractRevert as exc:
-            self.store.finish(
-                effect.key, "reverted", f"{exc.name}({json.dumps(exc.args_by_name, default=str)})"
-            )
-            self._log("reverted", deal_id=effect.deal_id, effect=effect.key, error=exc.name, tx=exc.tx_hash)
-            return
-        except (TransactionTimeout, TransactionLost) as exc:
-            # Sent, not yet mined, and it still may be: calling it failed would leave the books
-            # wrong if it is, and the deal stalled if it is not. It stays in the outbox; the
-            # loop sends it again and waits (its later nonces could not be mined before it).
-            # Lost with a restarted node, or stranded behind a nonce it lost: the loop's
-            # redelivery, in nonce order, puts it and what it waits behind back.
-            self._log("not_mined_yet", deal_id=effect.deal_id, effect=effect.key, error=str(exc))
-            raise
-        except TransactionError as exc:
-            self.store.finish(effect.key, "failed", str(exc))
-            self.sender.resync()
-            self._log("failed", deal_id=effect.deal_id, effect=effect.key, error=str(exc))
-            return
-        checkpoint("after_mined", effect.kind)
-        latency = self.store.finish(effect.key, "mined", block=max(blocks, default=None))
-        last_tx = effect.txs[-1].hash if effect.txs else None
-        self._log(
-            "done", deal_id=effect.deal_id, effect=effect.key, tx=last_tx, latency_ms=round(latency or 0, 1)
-        )
 
     def _log(self, what: str, **fields: Any) -> None:
         log.info(json.dumps({"oracle": self.name, "event": what, **fields}, default=str))
