@@ -82,6 +82,14 @@ contract LoanBook is AccessControl, BatchItems {
         uint16 reasonCode;
     }
 
+    /// @notice One item of {requestLoans}: {requestLoan}(dealId, amount, lender, credentials).
+    struct LoanRequest {
+        uint256 dealId;
+        uint256 amount;
+        address lender;
+        bytes32[] credentials;
+    }
+
     DealEscrow private immutable _escrow;
     LandRegister private immutable _land;
     IERC20 private immutable _token;
@@ -159,10 +167,35 @@ contract LoanBook is AccessControl, BatchItems {
     /// @param lender must equal the deal's lender.
     /// @param credentials hashes of e-certificates anchored in the CredentialRegistry (emitted, not stored).
     function requestLoan(uint256 dealId, uint256 amount, address lender, bytes32[] calldata credentials) external {
+        _requestLoan(msg.sender, dealId, amount, lender, credentials);
+    }
+
+    /// @notice Buyers or their brokers: {requestLoan} for several deals; a failing item emits {ItemFailed} and
+    /// the others apply. Each item is checked against the caller as its single call would be.
+    function requestLoans(LoanRequest[] calldata requests) external {
+        for (uint256 i; i < requests.length; ++i) {
+            LoanRequest calldata r = requests[i];
+            _tryItem(r.dealId, abi.encodeCall(this.requestLoanItem, (msg.sender, r)));
+        }
+    }
+
+    /// @notice Batch item of {requestLoans}; only this contract may call it.
+    function requestLoanItem(address caller, LoanRequest calldata r) external {
+        _onlySelf();
+        _requestLoan(caller, r.dealId, r.amount, r.lender, r.credentials);
+    }
+
+    function _requestLoan(
+        address caller,
+        uint256 dealId,
+        uint256 amount,
+        address lender,
+        bytes32[] calldata credentials
+    ) private {
         if (credentials.length > MAX_CREDENTIALS) revert TooManyCredentials(credentials.length, MAX_CREDENTIALS);
         (, address buyer, address dealLender, uint256 loanAmount, DealEscrow.State s) = _escrow.loanContext(dealId);
         // The buyer signed the terms naming this loan and lender; its broker may file the request for it.
-        if (msg.sender != buyer && msg.sender != _escrow.broker(dealId)) revert NotDealBuyer(dealId, msg.sender);
+        if (caller != buyer && caller != _escrow.broker(dealId)) revert NotDealBuyer(dealId, caller);
         if (lender != dealLender || lender == address(0)) revert LenderMismatch(dealId, dealLender, lender);
         if (amount != loanAmount) revert AmountMismatch(dealId, loanAmount, amount);
         if (s < DealEscrow.State.Signed || s > DealEscrow.State.InterimPaid) revert DealNotAcceptingLoan(dealId, s);

@@ -377,6 +377,53 @@ def test_refund_many(world: World):
 # --------------------------------------------------------------------------- LoanBook
 
 
+def test_request_loans(world: World):
+    w = world
+    ds = Deals(w, 4)
+    ds.advance("interim")
+    a, b, c, d = ds.ids
+    t = ds.terms
+    creds = ["0x" + keccak(text=f"cert-{i}").hex() for i in range(2)]
+
+    def request(deal: int, **changes: Any) -> dict[str, Any]:
+        return {
+            "dealId": deal,
+            "amount": t[deal].loanAmount,
+            "lender": t[deal].lender,
+            "credentials": creds,
+            **changes,
+        }
+
+    same_events(
+        w,
+        lambda: [
+            w.tx("broker", w.loans, "requestLoan", x, t[x].loanAmount, t[x].lender, creds) for x in (a, b)
+        ],
+        lambda: w.tx("broker", w.loans, "requestLoans", [request(a), request(b)]),
+    )
+    assert w.loans.call("loan", a)["status"] == w.loans.call("loan", b)["status"] == 1  # Requested
+
+    # a wrong amount in the middle, a repeat of a, and 9 credentials: each fails alone, d applies
+    r = w.tx(
+        "broker",
+        w.loans,
+        "requestLoans",
+        [request(c, amount=1), request(a), request(d), request(c, credentials=creds * 5)],
+    )
+    failed = failures(w, w.loans, r)
+    assert {k: [e.name for e in v] for k, v in failed.items()} == {
+        c: ["AmountMismatch", "TooManyCredentials"],
+        a: ["LoanAlreadyRequested"],
+    }
+    assert [e.args["dealId"] for e in w.loans.events(r) if e.event == "LoanRequested"] == [d]
+    assert w.loans.call("loan", c)["status"] == 0
+    # each item is checked against the caller as its single call: the registrar is not the buyer's broker
+    r = w.tx("registrar", w.loans, "requestLoans", [request(c)])
+    assert [(e.name, e.args_by_name) for e in failures(w, w.loans, r)[c]] == [
+        ("NotDealBuyer", {"dealId": c, "caller": w.addr("registrar")})
+    ]
+
+
 def test_record_loan_decisions(world: World):
     w = world
     ds = Deals(w, 4)
@@ -495,6 +542,7 @@ ITEMS = [
     ("escrow", "requestRegistrationItem", lambda w: (w.addr("broker"), 1)),
     ("escrow", "settleItem", lambda w: (1, receipt("x"), receipt("y"))),
     ("escrow", "refundItem", lambda w: (1, 0)),
+    ("loans", "requestLoanItem", lambda w: (w.addr("broker"), (1, 1, w.addr("lender"), []))),
     ("loans", "recordLoanDecisionItem", lambda w: (w.addr("lender"), {"dealId": 1, **APPROVAL, **REJECTION})),
     ("loans", "disburseItem", lambda w: (w.addr("lender"), 1)),
     ("loans", "statePayoffItem", lambda w: (w.addr("bank"), 1, 0, 1)),
@@ -521,10 +569,14 @@ def test_an_empty_batch_does_nothing(world: World):
         (w.escrow, "payMany", ([], [])),
         (w.loans, "disburseMany", ([],)),
         (w.loans, "recordLoanDecisions", ([],)),
+        (w.loans, "requestLoans", ([],)),
     ]:
-        who = {"payMany": "broker", "disburseMany": "lender", "recordLoanDecisions": "lender"}.get(
-            fn, "registrar"
-        )
+        who = {
+            "payMany": "broker",
+            "requestLoans": "broker",
+            "disburseMany": "lender",
+            "recordLoanDecisions": "lender",
+        }.get(fn, "registrar")
         r = w.tx(who, contract, fn, *args)
         assert r.logs == []
 

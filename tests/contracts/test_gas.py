@@ -260,8 +260,19 @@ def test_batches_cost_less_per_item_than_single_calls(world: World):
     )
     measure("payMany (deposit)", lambda d: ds.step(d, "deposit"), pay(Payment.DEPOSIT))
     measure("payMany (interim)", lambda d: ds.step(d, "interim"), pay(Payment.INTERIM))
-    for deal in ds.ids:
-        ds.step(deal, "requested")
+    measure(
+        "requestLoans",
+        lambda d: ds.step(d, "requested"),
+        lambda deals: w.tx(
+            "broker",
+            w.loans,
+            "requestLoans",
+            [
+                {"dealId": d, "amount": t[d].loanAmount, "lender": t[d].lender, "credentials": []}
+                for d in deals
+            ],
+        ),
+    )
     measure(
         "recordLoanDecisions",
         lambda d: ds.step(d, "approved"),

@@ -17,7 +17,7 @@ with it:
 - every parcel has exactly one non-zero owner, the model's (which changes only at settlement);
 - a terminal deal (Settled, Cancelled, Defaulted, Refunded) holds nothing and stays terminal.
 
-The batch entry points (recordTransactionReports, payMany, recordLoanDecisions, disburseMany,
+The batch entry points (recordTransactionReports, payMany, requestLoans, recordLoanDecisions, disburseMany,
 statePayoffs, requestRegistrations, settleMany, refundMany) run on random items (repeats and
 unknown ids included) and, in deals_through_batches, carry fresh deals from signing to settlement
 with a noise item in every batch. Each item's outcome (its event, or ItemFailed with a decodable
@@ -1243,6 +1243,44 @@ class DealHistories(RuleBasedStateMachine):
             )
         self.decision_batch(picked, by)
 
+    @precondition(lambda self: bool(self.model))
+    @rule(
+        items=st.lists(DEAL_PICK, min_size=1, max_size=5),
+        by=st.sampled_from(["broker", "broker", "registrar"]),
+        ready=st.booleans(),
+    )
+    def request_loans(self, items: list[int], by: str, ready: bool) -> None:
+        """requestLoans: each item as request_loan by the broker (anyone else: NotDealBuyer)."""
+        deals = [self.deal_at(i, ready) for i in items]
+        if ready:
+            self.get_ready(deals, lambda d: d.state() != State.OPEN)
+        self.loan_request_batch(deals, by)
+
+    def loan_request_batch(self, deals: list[int], by: str) -> None:
+        requests = [
+            {
+                "dealId": deal,
+                "amount": self.model[deal].terms.loanAmount if deal in self.model else 0,
+                "lender": self.model[deal].terms.lender if deal in self.model else self.addr("lender"),
+                "credentials": [],
+            }
+            for deal in deals
+        ]
+        sent = self.batch(True, by, self.w.loans, "requestLoans", (requests,), deals, ("LoanRequested",))
+        assert sent is not None  # no role: only the items check their caller
+        for deal, outcome in zip(deals, sent[1], strict=True):
+            d = self.model.get(deal)
+            expect = (
+                d is not None
+                and by == "broker"
+                and d.terms.loanAmount > 0
+                and d.state() in (State.SIGNED, State.DEPOSIT_PAID, State.INTERIM_PAID)
+                and d.loan_status == L_NONE
+            )
+            if self.item("requestLoans", expect, outcome):
+                assert d is not None
+                d.loan_status = L_REQUESTED
+
     def decision_batch(self, items: list[tuple[int, bool, int, bool]], by: str) -> None:
         """Each item approves `share`% of the loan (with `flawed`, a 채권최고액 below the amount:
         InvalidLoanTerms) or rejects it."""
@@ -1339,7 +1377,7 @@ class DealHistories(RuleBasedStateMachine):
         n=st.integers(2, 3),
         amounts=st.lists(deal_amounts(), min_size=3, max_size=3),
         lenders=st.lists(st.sampled_from(CREDITORS), min_size=3, max_size=3),
-        noise=st.lists(DEAL_PICK, min_size=12, max_size=12),  # one per batch below
+        noise=st.lists(DEAL_PICK, min_size=13, max_size=13),  # one per batch below
         share=st.integers(1, 100),
     )
     def deals_through_batches(
@@ -1351,7 +1389,7 @@ class DealHistories(RuleBasedStateMachine):
         share: int,
     ) -> Any:
         """Open `n` deals on free parcels and take them from signing to settlement by batches only
-        (the parties' signatures and the loan requests stay single calls): each institution step is
+        (the parties' signatures stay single calls): each institution step is
         one batch over the deals plus one noise item (another deal, a repeat, or an unknown id), by
         each lender and creditor for its own items."""
         opened = []
@@ -1368,9 +1406,9 @@ class DealHistories(RuleBasedStateMachine):
         self.report_batch([*opened, next(extra)], "registrar")
         for _ in range(2):  # the deposits, then the interims (or the balances of deals without)
             self.pay_batch([(deal, None) for deal in [*opened, next(extra)]], "broker", "approve")
-        for deal in opened:
-            if self.model[deal].terms.loanAmount:
-                self.request_loan(deal, "broker")
+        self.loan_request_batch(
+            [*(deal for deal in opened if self.model[deal].terms.loanAmount), next(extra)], "broker"
+        )
         for lender in CREDITORS:
             mine = [deal for deal in opened if self.model[deal].lender == lender]
             self.decision_batch([(deal, share > 20, share, False) for deal in [*mine, next(extra)]], lender)
