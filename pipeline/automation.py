@@ -14,11 +14,17 @@ permit). Its views are read for all such deals in one batch. Anything with no ev
 (a certificate put in the wallet, a reorg) is caught by a sweep over every live deal each
 `sweep_interval`, and at start.
 
-A tick's payments and registration requests go out batched: per broker, one `payMany` and one
-`requestRegistrations` transaction for all its deals, up to BATCH_MAX items each, instead of a
-transaction per deal (a lone deal's step goes as its single call). The escrow applies each item
-on its own; one it refuses comes back as an `ItemFailed` event with the single call's custom
-error, logged like a refused single call.
+A tick's steps go out batched: per broker, one `payMany`, one `requestLoans` and one
+`requestRegistrations` transaction for all its deals, up to BATCH_MAX items each (a lone deal's
+step goes as its single call). The driver does not wait for them: it is a broadcaster and a
+confirmer, like an oracle's outbox. A tick signs and sends what is due, then reads the receipts of
+every transaction still on its way in one JSON-RPC batch; one not mined yet is read again next
+tick, and its deals are left alone until it is. Under automine a step is confirmed in the tick
+that sent it; on a chain with block times the driver keeps sending for other deals meanwhile.
+The escrow applies each item on its own; one it refuses comes back as an `ItemFailed` event with
+the single call's custom error, logged like a refused single call. No outbox is needed: a step
+lost with a crash or a dropped transaction is simply due again, and the contract refuses a
+repeat, so none is applied twice.
 """
 
 from __future__ import annotations
@@ -30,9 +36,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from chain.errors import ChainError, ContractRevert
+from chain.contract import Contract, call_many
+from chain.errors import ChainError, ContractRevert, TransactionError
 from chain.events import Batch
-from chain.sender import Receipt
+from chain.sender import Receipt, Sender, explain_failure
 from pipeline.adapters.protocols import CredentialKind
 from pipeline.brokerage import Brokerage, Snapshot, next_payment
 from pipeline.domain import State
@@ -46,6 +53,7 @@ PAY_FN = {"deposit": "payDeposit", "interim": "payInterim", "balance": "payBalan
 TRIGGERS = {"TermsAccepted", "PaymentReceived", "LoanDecisionRecorded"}
 SNAPSHOT_CHUNK = 50  # deals per batch of views
 BATCH_MAX = 100  # items per batch transaction: ~8 M gas of payments, well inside a block
+WANTED = (int(CredentialKind.RESIDENT_REGISTRATION), int(CredentialKind.INCOME))
 
 
 @dataclass
@@ -53,7 +61,18 @@ class Due:
     """What one broker's deals take next, gathered over a tick."""
 
     payments: list[tuple[int, str, int]] = field(default_factory=list)  # deal, kind, amount
+    loans: list[tuple[int, int, str, list[str]]] = field(default_factory=list)  # deal, amount, lender, certs
     registrations: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A step transaction on its way: what each of its deals was to take."""
+
+    contract: Contract
+    sender: Sender  # the broker's
+    steps: dict[int, dict[str, Any]]  # deal -> the log fields of its step (`what` among them)
+    at: float
 
 
 class DealDriver:
@@ -73,9 +92,11 @@ class DealDriver:
         self._swept = 0.0  # at start, a sweep: every live deal is looked at once
         self.index.listen(self._note_batch)
         self.actions = 0
+        self.sent: dict[str, Sent] = {}  # tx hash -> the steps it carries, until its receipt is read
 
     def tick(self) -> int:
-        """Catch up on events, then act once on each deal they touched. Returns actions taken."""
+        """Catch up on events, send each touched deal's next step, and confirm the steps on
+        their way. Returns the steps confirmed applied."""
         self.index.sync()
         with self._lock:
             sweep = time.monotonic() - self._swept >= self.sweep_interval
@@ -83,28 +104,28 @@ class DealDriver:
                 self._swept = time.monotonic()
             dirty, paid = self.dirty, self.paid
             self.dirty, self.paid = set(), set()
-        if not (dirty or paid or sweep):
-            return 0
-        live = {d.deal_id: d.buyer for d in self.index.live(self.b.brokers)}
-        if sweep:
-            dirty |= set(live)
-        dirty |= {deal for deal, buyer in live.items() if buyer in paid}
-        todo = sorted(dirty & set(live))
-        taken = 0
-        due: dict[str, Due] = {}
-        for i in range(0, len(todo), SNAPSHOT_CHUNK):
-            for snap in self.b.snapshots(todo[i : i + SNAPSHOT_CHUNK]):
-                try:
-                    taken += self._advance(snap, due.setdefault(snap.broker, Due()))
-                except ContractRevert as exc:
-                    self._log("not_yet", snap.deal_id, error=exc.name)
-        for broker, found in due.items():
-            for j in range(0, len(found.payments), BATCH_MAX):
-                taken += self._pay(broker, found.payments[j : j + BATCH_MAX])
-            for j in range(0, len(found.registrations), BATCH_MAX):
-                taken += self._request_registrations(broker, found.registrations[j : j + BATCH_MAX])
+        if dirty or paid or sweep:
+            live = {d.deal_id: d.buyer for d in self.index.live(self.b.brokers)}
+            if sweep:
+                dirty |= set(live)
+            dirty |= {deal for deal, buyer in live.items() if buyer in paid}
+            todo = sorted((dirty & set(live)) - self.busy)
+            due: dict[str, Due] = {}
+            for i in range(0, len(todo), SNAPSHOT_CHUNK):
+                snaps = self.b.snapshots(todo[i : i + SNAPSHOT_CHUNK])
+                certs = self._credentials([s.terms["buyer"] for s in snaps if self._wants_loan(s)])
+                for snap in snaps:
+                    self._advance(snap, due.setdefault(snap.broker, Due()), certs)
+            for broker, found in due.items():
+                self._send_due(broker, found)
+        taken = self._confirm()
         self.actions += taken
         return taken
+
+    @property
+    def busy(self) -> set[int]:
+        """Deals with a step on its way: looked at again once it is mined."""
+        return {deal for sent in self.sent.values() for deal in sent.steps}
 
     def _note_batch(self, batch: Batch) -> None:
         with self._lock:
@@ -118,97 +139,152 @@ class DealDriver:
                     # money reached a buyer; a buyer's permit or approval
                     self.paid |= {args[key] for key in ("to", "owner") if key in args}
 
-    def _advance(self, snap: Snapshot, due: Due) -> int:
-        """Put the deal's next step in `due`, or take it at once (a loan application, which has
-        no batch call). Returns the steps taken at once."""
-        b, deal_id, state = self.b, snap.deal_id, snap.state
+    @staticmethod
+    def _wants_loan(snap: Snapshot) -> bool:
+        return bool(
+            snap.terms["loanAmount"]
+            and State.DEPOSIT_PAID <= snap.state < State.FUNDED
+            and snap.loan["status"] == 0
+        )
+
+    def _advance(self, snap: Snapshot, due: Due, certs: dict[str, list[str]]) -> None:
+        """Put the deal's next step in `due`, if it has one the pipeline takes."""
+        state, terms = snap.state, snap.terms
         if state.terminal or state == State.OPEN:
-            return 0
-        terms, broker = snap.terms, snap.broker
+            return
         payment = next_payment(snap)
         if payment is not None:
             kind, amount = payment
             if snap.buyer_funds >= amount and snap.buyer_allowance >= amount:
-                due.payments.append((deal_id, kind, amount))
-                return 0
-        if terms["loanAmount"] and state >= State.DEPOSIT_PAID and snap.loan["status"] == 0:
-            credentials = self._credentials(terms["buyer"])
-            if credentials:
-                receipt = b.apply_for_loan(broker, deal_id, credentials)
-                self._log("loan_applied", deal_id, credentials=len(credentials), tx=receipt.tx_hash)
-                return 1
+                due.payments.append((snap.deal_id, kind, amount))
+                return
+        if self._wants_loan(snap) and certs.get(terms["buyer"]):
+            due.loans.append((snap.deal_id, terms["loanAmount"], terms["lender"], certs[terms["buyer"]]))
+            return
         if state == State.FUNDED:
-            due.registrations.append(deal_id)
-        return 0
+            due.registrations.append(snap.deal_id)
 
-    def _pay(self, broker: str, payments: list[tuple[int, str, int]]) -> int:
-        deals = [deal_id for deal_id, _, _ in payments]
-        kinds = [PAYMENT[kind] for _, kind, _ in payments]
-        sent = self._send(broker, deals, ("payMany", (deals, kinds)), PAY_FN[payments[0][1]])
-        if sent is None:
-            return 0
-        tx, failed = sent
-        for deal_id, kind, amount in payments:
-            if deal_id in failed:
-                self._log("not_yet", deal_id, kind=kind, error=failed[deal_id])
-            else:
-                self._log("paid", deal_id, kind=kind, amount=amount, tx=tx)
-        return len(payments) - len(failed)
-
-    def _request_registrations(self, broker: str, deals: list[int]) -> int:
-        sent = self._send(broker, deals, ("requestRegistrations", (deals,)), "requestRegistration")
-        if sent is None:
-            return 0
-        tx, failed = sent
-        for deal_id in deals:
-            if deal_id in failed:
-                self._log("not_yet", deal_id, step="registration", error=failed[deal_id])
-            else:
-                self._log("registration_requested", deal_id, tx=tx)
-        return len(deals) - len(failed)
+    def _send_due(self, broker: str, due: Due) -> None:
+        escrow, loans = self.b.escrow, self.b.loans
+        for j in range(0, len(due.payments), BATCH_MAX):
+            chunk = due.payments[j : j + BATCH_MAX]
+            deals, kinds = [d for d, _, _ in chunk], [PAYMENT[k] for _, k, _ in chunk]
+            steps = {d: {"what": "paid", "kind": k, "amount": a} for d, k, a in chunk}
+            single = (PAY_FN[chunk[0][1]], (deals[0],))
+            self._send(broker, escrow, steps, ("payMany", (deals, kinds)), single)
+        for j in range(0, len(due.loans), BATCH_MAX):
+            items = due.loans[j : j + BATCH_MAX]
+            steps = {d: {"what": "loan_applied", "credentials": len(c)} for d, _, _, c in items}
+            requests = [
+                {"dealId": d, "amount": amount, "lender": lender, "credentials": c}
+                for d, amount, lender, c in items
+            ]
+            self._send(broker, loans, steps, ("requestLoans", (requests,)), ("requestLoan", items[0]))
+        for j in range(0, len(due.registrations), BATCH_MAX):
+            deals = due.registrations[j : j + BATCH_MAX]
+            steps = {d: {"what": "registration_requested"} for d in deals}
+            single = ("requestRegistration", (deals[0],))
+            self._send(broker, escrow, steps, ("requestRegistrations", (deals,)), single)
 
     def _send(
-        self, broker: str, deals: list[int], batch: tuple[str, tuple[Any, ...]], single: str
-    ) -> tuple[str | None, dict[int, str]] | None:
-        """The batch call for these deals, or for one deal its single call (a batch of one
-        costs ~3,000 gas more). Returns the tx and the deals refused (-> the custom error's
-        name), or None when the whole batch was refused."""
-        sender, escrow = self.b._broker(broker), self.b.escrow
-        if len(deals) == 1:
-            try:
-                receipt = escrow.transact(sender, single, deals[0], memo=deal_memo(deals[0], single))
-            except ContractRevert as exc:
-                return exc.tx_hash, {deals[0]: exc.name}
-            return receipt.tx_hash, {}
-        fn, args = batch
+        self,
+        broker: str,
+        contract: Contract,
+        steps: dict[int, dict[str, Any]],
+        batch: tuple[str, tuple[Any, ...]],
+        single: tuple[str, tuple[Any, ...]],
+    ) -> None:
+        """Sign and send the batch call for these deals' steps, or for one deal its single call
+        (a batch of one costs ~3,000 gas more), without waiting for it."""
+        sender = self.b._broker(broker)
+        fn, args = single if len(steps) == 1 else batch
+        memo = deal_memo(next(iter(steps)), fn) if len(steps) == 1 else f"{fn}:{len(steps)} deals"
         try:
-            receipt = escrow.transact(sender, fn, *args, memo=f"{fn}:{len(deals)} deals")
-        except ContractRevert as exc:
-            self._log("not_yet", None, batch=fn, deals=deals, error=exc.name)
-            return None
-        return receipt.tx_hash, self._failed(receipt)
+            tx_hash = contract.send(sender, fn, *args, memo=memo)
+        except ContractRevert as exc:  # found by the gas estimate: nothing was sent
+            for deal, step in steps.items():
+                self._log("not_yet", deal, **_refused_fields(step), error=exc.name)
+            return
+        except TransactionError as exc:
+            self._log("send_failed", None, batch=fn, deals=list(steps), error=str(exc))
+            return
+        self.sent[tx_hash] = Sent(contract, sender, steps, time.monotonic())
 
-    def _failed(self, receipt: Receipt) -> dict[int, str]:
-        """The items of a batch the escrow refused: deal id -> the custom error's name."""
+    def _confirm(self) -> int:
+        """Read the receipts of every step transaction on its way, in one batch; log each step
+        as taken or refused (its item's ItemFailed, or the whole transaction's revert). Returns
+        the steps applied."""
+        if not self.sent:
+            return 0
+        hashes = list(self.sent)
+        receipts = self.b.session.rpc.batch([("eth_getTransactionReceipt", [h]) for h in hashes])
+        taken = 0
+        now = time.monotonic()
+        for tx_hash, raw in zip(hashes, receipts, strict=True):
+            sent = self.sent[tx_hash]
+            if isinstance(raw, Exception) or raw is None:
+                sender = sent.sender
+                if now - sent.at > sender.timeout and not sender.known([tx_hash])[0]:
+                    # dropped (a node restart, a reorg): its steps are simply due again
+                    del self.sent[tx_hash]
+                    sender.resync()
+                    self._log("dropped", None, tx=tx_hash, deals=list(sent.steps))
+                    self._mark_dirty(sent.steps)
+                continue
+            del self.sent[tx_hash]
+            receipt = Receipt.from_rpc(raw)
+            refused = self._refused(sent, receipt)
+            for deal, step in sent.steps.items():
+                fields = {k: v for k, v in step.items() if k != "what"}
+                if deal in refused:
+                    self._log("not_yet", deal, **_refused_fields(step), error=refused[deal])
+                else:
+                    self._log(step["what"], deal, **fields, tx=tx_hash)
+                    taken += 1
+            self._mark_dirty(sent.steps)
+        return taken
+
+    def _mark_dirty(self, deals: dict[int, Any]) -> None:
+        with self._lock:
+            self.dirty |= set(deals)
+
+    def _refused(self, sent: Sent, receipt: Receipt) -> dict[int, str]:
+        """The deals whose step this transaction did not take -> the custom error's name: all of
+        a reverted transaction's (a single call's revert), or a batch's ItemFailed items."""
+        if receipt.status != 1:
+            rpc, errors = self.b.session.rpc, self.b.session.errors
+            failure = explain_failure(rpc, errors, receipt.tx_hash, receipt)
+            name = failure.name if isinstance(failure, ContractRevert) else str(failure)
+            return dict.fromkeys(sent.steps, name)
         out: dict[int, str] = {}
-        for event in self.b.escrow.events(receipt):
+        for event in sent.contract.events(receipt):
             if event.event == "ItemFailed":
                 reason = event.args["reason"]
                 data = bytes.fromhex(reason[2:]) if isinstance(reason, str) else bytes(reason)
                 out[int(event.args["dealId"])] = self.b.session.errors.decode(data).name
         return out
 
-    def _credentials(self, buyer: str) -> list[str]:
-        """The buyer's newest valid resident-registration and income certificates, if both exist."""
-        found: dict[int, str] = {}
-        for h, document in self.b.wallet.by_subject(buyer):
-            kind = int(document["kind"])
-            if kind in found:
-                continue
-            if self.b.c["CredentialRegistry"].call("isValid", h, buyer, kind):
-                found[kind] = h
-        wanted = (int(CredentialKind.RESIDENT_REGISTRATION), int(CredentialKind.INCOME))
-        return [found[k] for k in wanted] if all(k in found for k in wanted) else []
+    def _credentials(self, buyers: list[str]) -> dict[str, list[str]]:
+        """Each buyer's newest valid resident-registration and income certificates, if it has
+        both; their validity read for all buyers in one batch of views."""
+        candidates = {
+            buyer: [(h, int(doc["kind"])) for h, doc in self.b.wallet.by_subject(buyer)]
+            for buyer in dict.fromkeys(buyers)
+        }
+        registry = self.b.c["CredentialRegistry"]
+        calls = [
+            (registry, "isValid", (h, buyer, kind)) for buyer, docs in candidates.items() for h, kind in docs
+        ]
+        valid = iter(call_many(calls))
+        out: dict[str, list[str]] = {}
+        for buyer, docs in candidates.items():
+            found: dict[int, str] = {}
+            for h, kind in docs:
+                if next(valid) and kind not in found:
+                    found[kind] = h
+            if all(k in found for k in WANTED):
+                out[buyer] = [found[k] for k in WANTED]
+        return out
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -226,3 +302,10 @@ class DealDriver:
 
     def _log(self, what: str, deal_id: int | None, **fields: Any) -> None:
         log.info(json.dumps({"event": what, "deal_id": deal_id, **fields}, default=str))
+
+
+def _refused_fields(step: dict[str, Any]) -> dict[str, Any]:
+    """What a refused step's log says it was: a payment's kind, or the step's name."""
+    if step["what"] == "paid":
+        return {"kind": step["kind"]}
+    return {"step": {"registration_requested": "registration", "loan_applied": "loan"}[step["what"]]}
