@@ -293,6 +293,22 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard, BatchItem
     /// @param t the full terms (see {DealTerms}).
     /// @return dealId the new deal's id (sequential from 1).
     function openDeal(DealTerms calldata t) external onlyRole(BROKER_ROLE) returns (uint256 dealId) {
+        dealId = _open(t);
+    }
+
+    /// @notice Open a deal already accepted by both parties: one transaction instead of three. Each
+    /// signature is an AcceptTerms over the full terms with dealId 0 (the id is not known when a
+    /// draft is signed) and the signer's current nonce, which this call uses up, so it opens once.
+    /// Emits DealOpened and both TermsAccepted; the deal is Signed.
+    function openSignedDeal(DealTerms calldata t, uint64 buyerExpiry, bytes calldata buyerSignature,
+        uint64 sellerExpiry, bytes calldata sellerSignature) external onlyRole(BROKER_ROLE) returns (uint256 dealId)
+    {
+        dealId = _open(t);
+        _accept(dealId, 0, Party.Buyer, buyerExpiry, buyerSignature);
+        _accept(dealId, 0, Party.Seller, sellerExpiry, sellerSignature);
+    }
+
+    function _open(DealTerms calldata t) private returns (uint256 dealId) {
         if (t.seller == address(0) || t.buyer == address(0) || t.seller == t.buyer) {
             revert InvalidParties(t.seller, t.buyer);
         }
@@ -332,6 +348,13 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard, BatchItem
     /// @param expiry the signature expiry that was signed.
     /// @param signature 65-byte ECDSA signature over AcceptTerms with the signer's current nonce.
     function acceptTerms(uint256 dealId, Party party, uint64 expiry, bytes calldata signature) external {
+        _accept(dealId, dealId, party, expiry, signature);
+    }
+
+    /// @dev `signedDealId`: the deal id in the signed AcceptTerms (0 for a draft's, see {openSignedDeal}).
+    function _accept(uint256 dealId, uint256 signedDealId, Party party, uint64 expiry, bytes calldata signature)
+        private
+    {
         Deal storage d = _deal(dealId);
         if (d.state != State.Open) revert DealNotInState(dealId, State.Open, d.state);
         if (block.timestamp > expiry) revert SignatureExpired(dealId, expiry, block.timestamp);
@@ -340,11 +363,7 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard, BatchItem
         if (flags & bit != 0) revert AlreadyAccepted(dealId, party);
         address signer = party == Party.Buyer ? d.buyer : d.seller;
         uint256 nonce = _useNonce(signer);
-        bytes32 digest = _hashTypedDataV4(_acceptTermsHash(d, dealId, nonce, expiry));
-        (address recovered, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, signature);
-        if (err != ECDSA.RecoverError.NoError || recovered != signer) {
-            revert InvalidSigner(dealId, signer, recovered);
-        }
+        _checkSigner(dealId, _acceptTermsHash(d, signedDealId, nonce, expiry), signer, signature);
         flags |= bit;
         d.flags = flags;
         State s = State.Open;
@@ -492,11 +511,7 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard, BatchItem
         if (block.timestamp > expiry) revert SignatureExpired(dealId, expiry, block.timestamp);
         address signer = party == Party.Buyer ? d.buyer : d.seller;
         uint256 nonce = _useNonce(signer);
-        bytes32 digest = _hashTypedDataV4(keccak256(abi.encode(CANCEL_TYPEHASH, dealId, uint8(party), nonce, expiry)));
-        (address recovered, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, signature);
-        if (err != ECDSA.RecoverError.NoError || recovered != signer) {
-            revert InvalidSigner(dealId, signer, recovered);
-        }
+        _checkSigner(dealId, keccak256(abi.encode(CANCEL_TYPEHASH, dealId, uint8(party), nonce, expiry)), signer, signature);
         _cancel(dealId, d, party);
     }
 
@@ -1010,6 +1025,15 @@ contract DealEscrow is AccessControl, EIP712, Nonces, ReentrancyGuard, BatchItem
         if (amount == 0) return;
         _claimable[account] += amount;
         _totalClaimable += amount;
+    }
+
+    /// @dev Reverts InvalidSigner unless `signature` over the typed-data struct hash is `signer`'s.
+    function _checkSigner(uint256 dealId, bytes32 structHash, address signer, bytes calldata signature)
+        private
+        view
+    {
+        (address recovered, ECDSA.RecoverError err,) = ECDSA.tryRecover(_hashTypedDataV4(structHash), signature);
+        if (err != ECDSA.RecoverError.NoError || recovered != signer) revert InvalidSigner(dealId, signer, recovered);
     }
 
     function _acceptTermsHash(Deal storage d, uint256 dealId, uint256 nonce, uint64 expiry)

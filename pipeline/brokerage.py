@@ -205,6 +205,33 @@ class Brokerage:
         opened = [e for e in self.escrow.events(receipt) if e.event == "DealOpened"]
         return int(opened[0].args["dealId"]), receipt
 
+    def check_terms(self, broker: str, terms: DealTerms) -> None:
+        """Raise the escrow's revert if it would not open a deal on these terms now."""
+        self.escrow.call("openDeal", terms.to_abi(), sender=self._broker(broker).address)
+
+    def draft_typed_data(self, terms: DealTerms, party: Party, expiry: int) -> dict[str, Any]:
+        """A party's acceptance of a deal not opened yet: AcceptTerms over `terms` with dealId 0
+        and the signer's current nonce, for openSignedDeal."""
+        signer = terms.buyer if party == Party.BUYER else terms.seller
+        nonce = int(self.escrow.call("nonces", signer))
+        return accept_terms_typed_data(read_domain(self.escrow), 0, terms, nonce, expiry)
+
+    def open_signed_deal(
+        self, broker: str, terms: DealTerms, acceptances: dict[Party, tuple[int, str]]
+    ) -> tuple[int, Receipt]:
+        """Open a deal together with both parties' acceptances (party -> expiry, signature over
+        draft_typed_data): one transaction, and the deal is Signed."""
+        (buyer_expiry, buyer_sig), (seller_expiry, seller_sig) = (
+            acceptances[Party.BUYER],
+            acceptances[Party.SELLER],
+        )
+        receipt = self.escrow.transact(
+            self._broker(broker), "openSignedDeal", terms.to_abi(), buyer_expiry, buyer_sig, seller_expiry,
+            seller_sig, memo="openSignedDeal",
+        )  # fmt: skip
+        opened = [e for e in self.escrow.events(receipt) if e.event == "DealOpened"]
+        return int(opened[0].args["dealId"]), receipt
+
     def snapshot(self, deal_id: int) -> Snapshot:
         """Everything the deal's status depends on, read in one batch of views."""
         return self.snapshots([deal_id])[0]

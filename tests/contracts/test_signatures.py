@@ -192,3 +192,61 @@ def test_domain_names_this_chain_and_this_escrow(world: World):
     assert domain["chainId"] == world.chain.chain_id
     assert domain["verifyingContract"] == world.escrow.address
     assert (domain["name"], domain["version"]) == ("DealEscrow", "1")
+
+
+# --------------------------------------------------------------------------- a draft opened signed
+
+
+def open_signed(
+    w: World, terms, buyer_sig: tuple[int, str], seller_sig: tuple[int, str], broker: str = "broker"
+):
+    return w.tx(broker, w.escrow, "openSignedDeal", terms.to_abi(), *buyer_sig, *seller_sig)
+
+
+def test_a_draft_signed_by_both_opens_signed_in_one_transaction(world: World):
+    """Both acceptances sign the terms with dealId 0 (the id is not known yet); openSignedDeal
+    opens the deal and records both, with the same events as openDeal + two acceptTerms."""
+    w = world
+    terms = w.terms(w.register_parcel("seller"))
+    buyer_nonce = int(w.escrow.call("nonces", w.addr("buyer")))
+    r = open_signed(w, terms, w.signature(0, terms, "buyer"), w.signature(0, terms, "seller"))
+    events = [e for e in w.escrow.events(r)]
+    assert [e.event for e in events] == ["DealOpened", "TermsAccepted", "TermsAccepted"]
+    deal = int(events[0].args["dealId"])
+    assert [(e.args["dealId"], e.args["party"], e.args["signer"], e.args["state"]) for e in events[1:]] == [
+        (deal, Party.BUYER, w.addr("buyer"), State.OPEN),
+        (deal, Party.SELLER, w.addr("seller"), State.SIGNED),
+    ]
+    assert events[1].args["nonce"] == buyer_nonce
+    assert w.state(deal) == State.SIGNED and w.escrow.call("signatures", deal) == (True, True)
+    assert w.escrow.call("contractedDeal", terms.parcelId) == deal
+
+
+def open_error(w: World, *args) -> ContractRevert:
+    with pytest.raises(ContractRevert) as err:
+        open_signed(w, *args)
+    return err.value
+
+
+def test_a_draft_signature_opens_once_and_binds_the_terms(world: World):
+    w = world
+    terms = w.terms(w.register_parcel("seller"))
+    buyer, seller = w.signature(0, terms, "buyer"), w.signature(0, terms, "seller")
+    # a signature over another deal id (an open deal's), over other terms, or by the wrong party
+    err = open_error(w, terms, w.signature(1, terms, "buyer"), seller)
+    assert err.name == "InvalidSigner" and err.args_by_name["expected"] == w.addr("buyer")
+    other = replace(terms, price=terms.price + 1, balance=terms.balance + 1)
+    err = open_error(w, other, buyer, seller)
+    assert err.name == "InvalidSigner"
+    err = open_error(w, terms, seller, buyer)
+    assert err.name == "InvalidSigner"
+    # only a broker opens; an expired acceptance is refused
+    err = open_error(w, terms, buyer, seller, "buyer")
+    assert err.name == "AccessControlUnauthorizedAccount"
+    stale = w.signature(0, terms, "buyer", expiry=w.now() - 1)
+    err = open_error(w, terms, stale, seller)
+    assert err.name == "SignatureExpired"
+    open_signed(w, terms, buyer, seller)
+    # replayed on a second draft of the same terms (after the first deal ends, say): the nonces are used
+    err = open_error(w, terms, buyer, seller)
+    assert err.name == "InvalidSigner"
