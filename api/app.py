@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import errors
 from api.db import ApiStore
 from api.deps import RateLimiter
-from api.routes import credentials, deals, events, money, ops, parcels, signing
+from api.routes import credentials, deals, drafts, events, money, ops, parcels, signing
 from api.settings import Settings
 from pipeline.service import Services
 
@@ -168,7 +168,7 @@ def create_app(services: Services, settings: Settings | None = None) -> FastAPI:
     app.state.store = ApiStore(settings.database_url)
     app.state.limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     app.state.http_requests = Counter()
-    for module in (parcels, deals, signing, money, credentials, events, ops):
+    for module in (parcels, deals, drafts, signing, money, credentials, events, ops):
         app.include_router(module.router)
     default_openapi = app.openapi
 

@@ -1,4 +1,5 @@
-"""The API's own tables: brokers, their API keys (stored hashed), and idempotency records.
+"""The API's own tables: brokers, their API keys (stored hashed), idempotency records, and deal
+drafts (terms the parties sign before the deal is opened with both acceptances).
 
 SQLAlchemy Core with plain SQL that runs on SQLite and PostgreSQL (see pipeline/db.py).
 A key is `dc_<key_id>_<secret>`; it is shown once, when issued, and only its SHA-256 is kept.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import secrets
 import time
@@ -33,6 +35,11 @@ SCHEMA = [
         broker_id VARCHAR(32) NOT NULL, key VARCHAR(200) NOT NULL, scope VARCHAR(300) NOT NULL,
         request_hash VARCHAR(64) NOT NULL, status INTEGER, response_json TEXT,
         created_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (broker_id, key))""",
+    """CREATE TABLE IF NOT EXISTS drafts (
+        id VARCHAR(32) PRIMARY KEY, broker_id VARCHAR(32) NOT NULL REFERENCES brokers (id),
+        terms_json TEXT NOT NULL, buyer_expiry BIGINT, buyer_signature VARCHAR(200),
+        seller_expiry BIGINT, seller_signature VARCHAR(200), deal_id BIGINT, tx VARCHAR(66),
+        created_at DOUBLE PRECISION NOT NULL)""",
 ]
 KEY_PREFIX = "dc_"
 
@@ -60,6 +67,19 @@ class IdempotencyRecord:
     request_hash: str
     status: int | None  # None while the first request is still running
     response_json: str | None
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A deal's terms before it is opened: each party's acceptance (party -> [expiry, signature])
+    as it comes in, and the deal once opened with both."""
+
+    id: str
+    broker_id: str
+    terms: dict[str, Any]
+    acceptances: dict[str, list[Any]]
+    deal_id: int | None
+    tx: str | None
 
 
 def hash_secret(secret: str) -> str:
@@ -192,3 +212,71 @@ class ApiStore:
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
         return {"ok": True}
+
+    # --- drafts ----------------------------------------------------------------------------------
+    def create_draft(self, broker_id: str, terms: dict[str, Any]) -> Draft:
+        draft = Draft(uuid.uuid4().hex, broker_id, terms, {}, None, None)
+        with self.engine.begin() as conn:
+            conn.execute(
+                text("INSERT INTO drafts (id, broker_id, terms_json, created_at) VALUES (:i, :b, :t, :c)"),
+                {"i": draft.id, "b": broker_id, "t": json.dumps(terms), "c": time.time()},
+            )
+        return draft
+
+    def draft(self, broker_id: str, draft_id: str) -> Draft | None:
+        """The broker's draft; None for another broker's, as for one that does not exist."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                text(
+                    "SELECT id, broker_id, terms_json, buyer_expiry, buyer_signature, seller_expiry, "
+                    "seller_signature, deal_id, tx FROM drafts WHERE id = :i AND broker_id = :b"
+                ),
+                {"i": draft_id, "b": broker_id},
+            ).first()
+        if row is None:
+            return None
+        acceptances = {
+            party: [expiry, signature]
+            for party, expiry, signature in (
+                ("buyer", row.buyer_expiry, row.buyer_signature),
+                ("seller", row.seller_expiry, row.seller_signature),
+            )
+            if signature is not None
+        }
+        deal = None if not row.deal_id else int(row.deal_id)  # 0: being opened
+        return Draft(row.id, row.broker_id, json.loads(row.terms_json), acceptances, deal, row.tx)
+
+    def accept_draft(self, draft: Draft, party: str, expiry: int, signature: str) -> None:
+        """Keep a party's acceptance (a newer one replaces it) while the draft is not opened.
+        Each party's columns are its own: two parties' acceptances at once both stay."""
+        assert party in ("buyer", "seller")
+        with self.engine.begin() as conn:
+            conn.execute(
+                text(
+                    # `party` is one of the two names asserted above, never the caller's text
+                    f"UPDATE drafts SET {party}_expiry = :e, {party}_signature = :s "
+                    "WHERE id = :i AND deal_id IS NULL"
+                ),
+                {"e": expiry, "s": signature, "i": draft.id},
+            )
+
+    def claim_draft(self, draft: Draft) -> bool:
+        """Claim the opening of the draft: True for exactly one caller until release_draft."""
+        with self.engine.begin() as conn:
+            claimed = conn.execute(
+                text("UPDATE drafts SET deal_id = 0 WHERE id = :i AND deal_id IS NULL"), {"i": draft.id}
+            )
+        return bool(claimed.rowcount)
+
+    def release_draft(self, draft: Draft) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                text("UPDATE drafts SET deal_id = NULL WHERE id = :i AND deal_id = 0"), {"i": draft.id}
+            )
+
+    def draft_opened(self, draft: Draft, deal_id: int, tx: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                text("UPDATE drafts SET deal_id = :d, tx = :t WHERE id = :i"),
+                {"d": deal_id, "t": tx, "i": draft.id},
+            )

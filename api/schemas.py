@@ -436,3 +436,16 @@ class Health(BaseModel):
 
 def iso(ts: int) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
+
+
+class DraftView(BaseModel):
+    """A deal's terms before it is opened: each party signs them (GET .../typed-data/{party}) and
+    the broker submits the signatures; the second one opens the deal on chain, both acceptances in
+    its one transaction."""
+
+    draft_id: str
+    terms: TermsView
+    buyer_accepted: bool
+    seller_accepted: bool
+    deal: DealView | None = Field(description="the deal once opened (null until both accepted)")
+    tx: str | None = Field(description="the transaction that opened it")

@@ -375,7 +375,10 @@ class Brokerage:
 
     def permit_typed_data(self, deal_id: int, value: int, deadline: int) -> dict[str, Any]:
         """EIP-2612: the buyer lets the escrow pull up to `value` won of its deposit tokens."""
-        owner = self.party_address(deal_id, Party.BUYER)
+        return self.owner_permit_typed_data(self.party_address(deal_id, Party.BUYER), value, deadline)
+
+    def owner_permit_typed_data(self, owner: str, value: int, deadline: int) -> dict[str, Any]:
+        """The same permit by `owner`, for a deal not opened yet (a buyer's draft)."""
         message = {
             "owner": owner,
             "spender": self.escrow.address,
@@ -387,6 +390,13 @@ class Brokerage:
 
     def submit_permit(self, broker: str, deal_id: int, value: int, deadline: int, signature: str) -> Receipt:
         owner = self.party_address(deal_id, Party.BUYER)
+        return self.submit_owner_permit(
+            broker, owner, value, deadline, signature, deal_memo(deal_id, "permit")
+        )
+
+    def submit_owner_permit(
+        self, broker: str, owner: str, value: int, deadline: int, signature: str, memo: str = "permit"
+    ) -> Receipt:
         raw = bytes.fromhex(signature.removeprefix("0x"))
         if len(raw) != 65:
             raise PipelineValueError("a permit signature is 65 bytes (r, s, v)")
@@ -401,7 +411,7 @@ class Brokerage:
             v,
             raw[:32],
             raw[32:64],
-            memo=deal_memo(deal_id, "permit"),
+            memo=memo,
         )
 
     # --- money, loan, registration ---------------------------------------------------------------
@@ -483,6 +493,16 @@ class Snapshot:
     buyer_allowance: int
 
 
+def terms_json(terms: dict[str, Any]) -> dict[str, Any]:
+    """DealTerms as the views show them: deadlines in ISO 8601 (no interim: None)."""
+    return {
+        **terms,
+        "depositDeadline": _iso(terms["depositDeadline"]),
+        "interimDeadline": _iso(terms["interimDeadline"]) if terms["interim"] else None,
+        "balanceDeadline": _iso(terms["balanceDeadline"]),
+    }
+
+
 def _deal_view(snap: Snapshot) -> dict[str, Any]:
     terms, state, loan = snap.terms, snap.state, snap.loan
     buyer_signed, seller_signed = snap.signatures
@@ -492,12 +512,7 @@ def _deal_view(snap: Snapshot) -> dict[str, Any]:
         "deal_id": snap.deal_id,
         "state": state.name.lower(),
         "broker": snap.broker,
-        "terms": {
-            **terms,
-            "depositDeadline": _iso(terms["depositDeadline"]),
-            "interimDeadline": _iso(terms["interimDeadline"]) if terms["interim"] else None,
-            "balanceDeadline": _iso(terms["balanceDeadline"]),
-        },
+        "terms": terms_json(terms),
         "signatures": {"buyer": buyer_signed, "seller": seller_signed},
         "payments": {
             "deposit": deposit,

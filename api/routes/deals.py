@@ -24,8 +24,11 @@ router = APIRouter(prefix="/deals", tags=["deals"], responses=COMMON)
 
 
 def deal_view(d: dict[str, Any]) -> DealView:
-    t = d["terms"]
-    terms = TermsView(
+    return DealView.model_validate({**d, "terms": terms_view(d["terms"])})
+
+
+def terms_view(t: dict[str, Any]) -> TermsView:
+    return TermsView(
         parcel_id=t["parcelId"],
         seller=t["seller"],
         buyer=t["buyer"],
@@ -39,7 +42,24 @@ def deal_view(d: dict[str, Any]) -> DealView:
         loan_amount=t["loanAmount"],
         lender=None if int(t["lender"], 16) == 0 else t["lender"],
     )
-    return DealView.model_validate({**d, "terms": terms})
+
+
+def deal_terms(services: ServicesDep, body: DealTermsIn) -> DealTerms:
+    """The terms of a request, in the escrow's units (the parcel resolved: 404 if unknown)."""
+    return DealTerms(
+        parcelId=resolve(services, body.parcel),
+        seller=body.seller,
+        buyer=body.buyer,
+        price=body.price,
+        deposit=body.deposit,
+        interim=body.interim,
+        balance=body.balance,
+        depositDeadline=int(body.deposit_deadline.timestamp()),
+        interimDeadline=int(body.interim_deadline.timestamp()) if body.interim_deadline else 0,
+        balanceDeadline=int(body.balance_deadline.timestamp()),
+        loanAmount=body.loan_amount,
+        lender=body.lender or ZERO,
+    )
 
 
 @router.post(
@@ -62,21 +82,7 @@ def open_deal(
     idem: IdempotencyDep,
     body: DealTermsIn,
 ) -> Any:
-    terms = DealTerms(
-        parcelId=resolve(services, body.parcel),
-        seller=body.seller,
-        buyer=body.buyer,
-        price=body.price,
-        deposit=body.deposit,
-        interim=body.interim,
-        balance=body.balance,
-        depositDeadline=int(body.deposit_deadline.timestamp()),
-        interimDeadline=int(body.interim_deadline.timestamp()) if body.interim_deadline else 0,
-        balanceDeadline=int(body.balance_deadline.timestamp()),
-        loanAmount=body.loan_amount,
-        lender=body.lender or ZERO,
-    )
-    deal_id, receipt = brokerage.open_deal(broker.address, terms)
+    deal_id, receipt = brokerage.open_deal(broker.address, deal_terms(services, body))
     log_event("deal_opened", deal_id, receipt.tx_hash, broker=broker.address)
     result = DealOpened(
         tx=receipt.tx_hash,

@@ -21,6 +21,7 @@ def test_openapi_schema_holds_under_generated_requests(make_api):
     api = make_api(rate_limit_per_second=100_000.0, rate_limit_burst=100_000)
     schema = schemathesis.openapi.from_url(f"{api.url}/openapi.json")
     deal = api.open()
+    draft = api.ok(api.post("/drafts", api.terms()), 201)["draft_id"]
     auth = {"Authorization": f"Bearer {api.keys['broker']}"}
     tested = []
     requests: Counter[str] = Counter()
@@ -32,6 +33,9 @@ def test_openapi_schema_holds_under_generated_requests(make_api):
         if "{deal_id}" in operation.path:  # also against a real deal of the caller
             for mode in GenerationMode:
                 strategies.append(operation.as_strategy(mode, path_parameters={"deal_id": deal}))
+        if "{draft_id}" in operation.path:  # a random id is a 404 (or a 422): also a real draft
+            for mode in GenerationMode:
+                strategies.append(operation.as_strategy(mode, path_parameters={"draft_id": draft}))
 
         @settings(
             max_examples=MAX_EXAMPLES,
@@ -48,7 +52,7 @@ def test_openapi_schema_holds_under_generated_requests(make_api):
 
         check()
         tested.append(operation.label)
-    assert len(tested) == 17, tested
+    assert len(tested) == 21, tested
     # every operation with an input got its examples (the two without one have a single request)
     assert all(requests[label] >= MAX_EXAMPLES for label in tested if label not in NO_INPUT), requests
     # the generated requests changed nothing they should not have
