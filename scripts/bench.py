@@ -241,8 +241,9 @@ class Bench:
         return Prepared(seller, buyer, pid)
 
     def start(self, p: Prepared) -> int:
-        """The broker opens the deal, both parties sign, the buyer pays its own part in at the bank
-        and signs one permit; from there the pipeline runs the deal by itself."""
+        """The broker opens the deal with both parties' acceptances of its draft, the buyer pays
+        its own part in at the bank and signs one permit; from there the pipeline runs the deal by
+        itself."""
         now = self.b.now()
         terms = DealTerms(
             parcelId=p.parcel,
@@ -258,14 +259,23 @@ class Bench:
             loanAmount=LOAN,
             lender=self.s.signers["lender"].address,
         )
-        deal, _ = self.b.open_deal(self.broker, terms)
-        for party, key in ((Party.BUYER, p.buyer), (Party.SELLER, p.seller)):
-            data = self.b.acceptance_typed_data(deal, party, now + DAY)
-            self.b.submit_acceptance(self.broker, deal, party, now + DAY, sign_typed_data(key, data))
-        own = PRICE - LOAN
-        self.b.record_cash_deposit(f"bench-{deal}", deal, Party.BUYER, own)
-        permit = self.b.permit_typed_data(deal, own, now + 90 * DAY)
-        self.b.submit_permit(self.broker, deal, own, now + 90 * DAY, sign_typed_data(p.buyer, permit))
+        acceptances = {
+            party: (now + DAY, sign_typed_data(key, self.b.draft_typed_data(terms, party, now + DAY)))
+            for party, key in ((Party.BUYER, p.buyer), (Party.SELLER, p.seller))
+        }
+        own, deadline = PRICE - LOAN, now + 90 * DAY
+        permit = sign_typed_data(p.buyer, self.b.owner_permit_typed_data(p.buyer.address, own, deadline))
+        # three independent transactions, sent at once: the deal opened with both acceptances, the
+        # buyer's money paid in at its bank, the buyer's permit for the escrow
+        with ThreadPoolExecutor(3) as pool:
+            opened = pool.submit(self.b.open_signed_deal, self.broker, terms, acceptances)
+            cash = pool.submit(self.b.lender_oracle.issue_deposit, f"bench-{p.parcel}", p.buyer.address, own)
+            permitted = pool.submit(
+                self.b.submit_owner_permit, self.broker, p.buyer.address, own, deadline, permit
+            )
+            deal, _ = opened.result()
+            cash.result()
+            permitted.result()
         return deal
 
     def run(self, p: Prepared) -> dict[str, Any]:

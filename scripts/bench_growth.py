@@ -71,7 +71,7 @@ from pipeline.automation import DealDriver
 from pipeline.brokerage import PERMIT_TYPES, Brokerage
 from pipeline.credentials import credential_hash
 from pipeline.deals import ACCEPT_TERMS_TYPES, accept_terms_typed_data
-from pipeline.domain import DealTerms, LandUse, Party, State, receipt
+from pipeline.domain import DealTerms, LandUse, Payment, State, receipt
 from pipeline.metrics import percentile
 from pipeline.oracles.bank import MAX_UINT
 from pipeline.runtime import deployed_contracts
@@ -90,8 +90,7 @@ GAS = {
     "mint": 110_000,
     "approve": 70_000,
     "anchor": 150_000,
-    "openDeal": 260_000,
-    "acceptTerms": 130_000,
+    "openSignedDeal": 420_000,
     "permit": 110_000,
     "payDeposit": 120_000,
     "payInterim": 90_000,
@@ -108,6 +107,7 @@ ROLES = ("broker", "registrar", "lender", "bank", "issuer")
 PAGE = 5  # deals per listed page: the 10-deal checkpoint fills two
 SEED_GAS_LIMIT = 600_000_000  # block gas limit while seeding: thousands of transactions a block
 VIEW_CHUNK = 500  # eth_calls per JSON-RPC batch when checking the seeded deals
+BATCH = 100  # deals per batch call, as the pipeline's (pipeline/automation.py, pipeline/oracles/base.py)
 SAMPLE = 50  # seeded deals whose title, loan, payoff and proceeds are checked one by one
 
 Call = tuple[bytes, bytes, int]  # to, data, gas
@@ -531,44 +531,61 @@ class Seeder:
                 f"stage registers: parcel {deals[exists.index(False)].number} is not on the register"
             )
 
-        # Stage 2: the broker opens each deal and submits what the parties signed, then pays the
-        # 계약금 and 중도금 the permit allows and files the loan request (as the automation does).
+        # Stage 2: the broker opens each deal with what the parties signed on its draft and
+        # submits the buyer's permit, then, as the automation does, pays the 계약금 and 중도금 the
+        # permit allows and files the loan requests: each a batch call over BATCH deals.
         first_id = int(e.call("nextDealId"))
         ids = list(range(first_id, first_id + count))
         domain = bytes.fromhex(str(e.call("DOMAIN_SEPARATOR"))[2:])
         token_domain = bytes.fromhex(str(self.token.call("DOMAIN_SEPARATOR"))[2:])
         expiry, permit_deadline = now + DAY, now + 90 * DAY
         deadlines = (now + 7 * DAY, now + 30 * DAY, now + 60 * DAY)
-        self._check_signatures(deals[0], first_id, deadlines, expiry, permit_deadline)
+        self._check_signatures(deals[0], deadlines, expiry, permit_deadline)
+        lender = self.signers["lender"].address
+        credentials = {
+            deal: ["0x" + h.hex() for h in d.credentials] for d, deal in zip(deals, ids, strict=True)
+        }
 
         def broker2() -> Iterator[Call]:
-            for d, deal in zip(deals, ids, strict=True):
-                terms: list[int | bytes] = [
-                    d.parcel, d.seller_addr, d.buyer_addr, PRICE, DEPOSIT, INTERIM, BALANCE, *deadlines,
-                    LOAN, ad["lender"],
-                ]  # fmt: skip
-                yield to["DealEscrow"], enc.static(e, "openDeal", *terms, struct=True), GAS["openDeal"]
-                # fresh wallets: each signer's escrow nonce is 0
-                struct = [ACCEPT_TYPEHASH, deal, *terms, 0, expiry]
-                for party, key in ((Party.BUYER, d.buyer), (Party.SELLER, d.seller)):
-                    signature = _sign_digest(key, domain, struct)
-                    data = enc.dynamic(e, "acceptTerms", deal, int(party), expiry, signature)
-                    yield to["DealEscrow"], data, GAS["acceptTerms"]
-                permit = _sign_digest(
-                    d.buyer,
-                    token_domain,
-                    [PERMIT_TYPEHASH, d.buyer_addr, to["DealEscrow"], OWN, 0, permit_deadline],
+            for start in range(0, count, BATCH):
+                chunk = list(zip(deals[start : start + BATCH], ids[start : start + BATCH], strict=True))
+                for d, _deal in chunk:
+                    terms: list[int | bytes] = [
+                        d.parcel, d.seller_addr, d.buyer_addr, PRICE, DEPOSIT, INTERIM, BALANCE, *deadlines,
+                        LOAN, ad["lender"],
+                    ]  # fmt: skip
+                    # fresh wallets: each signer's escrow nonce is 0; a draft's acceptance has dealId 0
+                    struct = [ACCEPT_TYPEHASH, 0, *terms, 0, expiry]
+                    buyer, seller = (_sign_digest(key, domain, struct) for key in (d.buyer, d.seller))
+                    fields = [t if isinstance(t, int) else "0x" + t.hex() for t in terms]
+                    data = enc.dynamic(e, "openSignedDeal", fields, expiry, buyer, expiry, seller)
+                    yield to["DealEscrow"], data, GAS["openSignedDeal"]
+                    permit = _sign_digest(
+                        d.buyer,
+                        token_domain,
+                        [PERMIT_TYPEHASH, d.buyer_addr, to["DealEscrow"], OWN, 0, permit_deadline],
+                    )
+                    data = enc.static(
+                        self.token, "permit", d.buyer_addr, to["DealEscrow"], OWN, permit_deadline,
+                        permit[64], permit[:32], permit[32:64],
+                    )  # fmt: skip
+                    yield to["DepositToken"], data, GAS["permit"]
+                batch = [deal for _, deal in chunk]
+                for payment, gas in (
+                    (Payment.DEPOSIT, GAS["payDeposit"]),
+                    (Payment.INTERIM, GAS["payInterim"]),
+                ):
+                    data = enc.dynamic(e, "payMany", batch, [int(payment)] * len(batch))
+                    yield to["DealEscrow"], data, gas * len(batch)
+                requests = [
+                    {"dealId": deal, "amount": LOAN, "lender": lender, "credentials": credentials[deal]}
+                    for deal in batch
+                ]
+                yield (
+                    to["LoanBook"],
+                    enc.dynamic(self.loans, "requestLoans", requests),
+                    GAS["requestLoan"] * len(batch),
                 )
-                data = enc.static(
-                    self.token, "permit", d.buyer_addr, to["DealEscrow"], OWN, permit_deadline,
-                    permit[64], permit[:32], permit[32:64],
-                )  # fmt: skip
-                yield to["DepositToken"], data, GAS["permit"]
-                yield to["DealEscrow"], enc.static(e, "payDeposit", deal), GAS["payDeposit"]
-                yield to["DealEscrow"], enc.static(e, "payInterim", deal), GAS["payInterim"]
-                data = enc.dynamic(self.loans, "requestLoan", deal, LOAN, self.signers["lender"].address,
-                                   ["0x" + h.hex() for h in d.credentials])  # fmt: skip
-                yield to["LoanBook"], data, GAS["requestLoan"]
 
         txs += self._run_stage("deals", {"broker": broker2()}, fees)
         for d, deal in ((deals[0], ids[0]), (deals[-1], ids[-1])):
@@ -578,49 +595,61 @@ class Seeder:
                 )
         self._expect("deals", ids, State.INTERIM_PAID)
 
-        # Stage 3: the institutions' part: report receipt, loan decision and disbursement, payoff.
+        def batches() -> Iterator[list[int]]:
+            for start in range(0, count, BATCH):
+                yield ids[start : start + BATCH]
+
+        # Stage 3: the institutions' part, batched as the oracles do: report receipts, loan
+        # decisions, one mint of the loans' sum and their disbursement, payoff statements.
+        index = {deal: d.index for d, deal in zip(deals, ids, strict=True)}
+
         def registrar3() -> Iterator[Call]:
-            for d, deal in zip(deals, ids, strict=True):
-                yield (
-                    to["DealEscrow"],
-                    enc.static(e, "recordTransactionReport", deal, rcpt("RPT", d.index)),
-                    GAS["recordTransactionReport"],
-                )
+            for batch in batches():
+                receipts = ["0x" + rcpt("RPT", index[deal]).hex() for deal in batch]
+                data = enc.dynamic(e, "recordTransactionReports", batch, receipts)
+                yield to["DealEscrow"], data, GAS["recordTransactionReport"] * len(batch)
 
         def lender3() -> Iterator[Call]:
-            for deal in ids:
-                data = enc.static(self.loans, "approveLoan", deal, LOAN, RATE_BPS, TERM_MONTHS, MAX_SECURED)
-                yield to["LoanBook"], data, GAS["approveLoan"]
-                yield to["DepositToken"], enc.static(self.token, "mint", ad["lender"], LOAN), GAS["mint"]
-                yield to["LoanBook"], enc.static(self.loans, "disburse", deal), GAS["disburse"]
+            for batch in batches():
+                decisions = [(deal, True, LOAN, RATE_BPS, TERM_MONTHS, MAX_SECURED, 0) for deal in batch]
+                data = enc.dynamic(self.loans, "recordLoanDecisions", decisions)
+                yield to["LoanBook"], data, GAS["approveLoan"] * len(batch)
+                yield (
+                    to["DepositToken"],
+                    enc.static(self.token, "mint", ad["lender"], LOAN * len(batch)),
+                    GAS["mint"],
+                )
+                data = enc.dynamic(self.loans, "disburseMany", batch)
+                yield to["LoanBook"], data, GAS["disburse"] * len(batch)
 
         def bank3() -> Iterator[Call]:
-            for deal in ids:
-                yield (
-                    to["LoanBook"],
-                    enc.static(self.loans, "statePayoff", deal, 0, OWED),
-                    GAS["statePayoff"],
-                )
+            for batch in batches():
+                data = enc.dynamic(self.loans, "statePayoffs", batch, [0] * len(batch), [OWED] * len(batch))
+                yield to["LoanBook"], data, GAS["statePayoff"] * len(batch)
 
         txs += self._run_stage(
             "institutions", {"registrar": registrar3(), "lender": lender3(), "bank": bank3()}, fees
         )
         self._expect("institutions", ids, State.LOAN_APPROVED)
 
-        # Stage 4: the buyer's part of 잔금 (the loan is in), then the registration request.
+        # Stage 4: the buyer's part of 잔금 (the loan is in), then the registration requests.
         def broker4() -> Iterator[Call]:
-            for deal in ids:
-                yield to["DealEscrow"], enc.static(e, "payBalance", deal), GAS["payBalance"]
-                yield to["DealEscrow"], enc.static(e, "requestRegistration", deal), GAS["requestRegistration"]
+            for batch in batches():
+                data = enc.dynamic(e, "payMany", batch, [int(Payment.BALANCE)] * len(batch))
+                yield to["DealEscrow"], data, GAS["payBalance"] * len(batch)
+                data = enc.dynamic(e, "requestRegistrations", batch)
+                yield to["DealEscrow"], data, GAS["requestRegistration"] * len(batch)
 
         txs += self._run_stage("balance", {"broker": broker4()}, fees)
         self._expect("balance", ids, State.REGISTRATION_REQUESTED)
 
-        # Stage 5: the registrar settles each deal in one transaction.
+        # Stage 5: the registrar settles the deals, a settleMany per batch.
         def registrar5() -> Iterator[Call]:
-            for d, deal in zip(deals, ids, strict=True):
-                data = enc.static(e, "settle", deal, rcpt("REG", 2 * d.index + 1), rcpt("TAX", d.index))
-                yield to["DealEscrow"], data, GAS["settle"]
+            for batch in batches():
+                registrations = ["0x" + rcpt("REG", 2 * index[deal] + 1).hex() for deal in batch]
+                taxes = ["0x" + rcpt("TAX", index[deal]).hex() for deal in batch]
+                data = enc.dynamic(e, "settleMany", batch, registrations, taxes)
+                yield to["DealEscrow"], data, GAS["settle"] * len(batch)
 
         txs += self._run_stage("settlement", {"registrar": registrar5()}, fees)
         self._expect("settlement", ids, State.SETTLED)
@@ -630,7 +659,7 @@ class Seeder:
         return txs
 
     def _check_signatures(
-        self, d: Prior, deal: int, deadlines: tuple[int, int, int], expiry: int, permit_deadline: int
+        self, d: Prior, deadlines: tuple[int, int, int], expiry: int, permit_deadline: int
     ) -> None:
         """The fast EIP-712 signatures equal eth_account's over the typed data the API serves."""
         buyer = Account.from_key(d.buyer.secret)
@@ -638,10 +667,10 @@ class Seeder:
             "0x" + d.parcel.hex(), to_checksum_address(d.seller_addr), to_checksum_address(d.buyer_addr),
             PRICE, DEPOSIT, INTERIM, BALANCE, *deadlines, LOAN, self.signers["lender"].address,
         )  # fmt: skip
-        data = accept_terms_typed_data(read_domain(self.escrow), deal, terms, 0, expiry)
+        data = accept_terms_typed_data(read_domain(self.escrow), 0, terms, 0, expiry)
         lender = self.addr["lender"]
         struct: list[int | bytes] = [
-            ACCEPT_TYPEHASH, deal, d.parcel, d.seller_addr, d.buyer_addr, PRICE, DEPOSIT, INTERIM, BALANCE,
+            ACCEPT_TYPEHASH, 0, d.parcel, d.seller_addr, d.buyer_addr, PRICE, DEPOSIT, INTERIM, BALANCE,
             *deadlines, LOAN, lender, 0, expiry,
         ]  # fmt: skip
         domain = bytes.fromhex(str(self.escrow.call("DOMAIN_SEPARATOR"))[2:])

@@ -116,7 +116,7 @@ def test_first_endpoint_dies_mid_run_and_the_pipeline_carries_on_through_the_sec
     )
     services = Services.build(session, tmp_path, poll_interval=0.02).start()
     campaign = Campaign(session, services)
-    open_deal = services.brokerage.escrow.abi.function("openDeal", 1).selector.hex()
+    open_deal = services.brokerage.escrow.abi.function("openSignedDeal", 5).selector.hex()
     try:
         for i in range(DEALS):
             if i == DEALS // 2:
