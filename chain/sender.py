@@ -292,7 +292,7 @@ class Sender:
                 return receipt
             now = time.monotonic()
             if now >= check:
-                why = self._stranded(tx_hash)
+                why = self.stranded(tx_hash)
                 stranded = stranded + 1 if why else 0
                 if stranded >= 2:
                     self.resync()  # the node's count, not ours, gives the next nonce out
@@ -303,7 +303,7 @@ class Sender:
             time.sleep(delay)
             delay = min(delay * 2, self.poll_interval)
 
-    def _stranded(self, tx_hash: str) -> str | None:
+    def stranded(self, tx_hash: str) -> str | None:
         """Why the node will never mine `tx_hash` as things stand, or None if it may."""
         tx, pending = raise_errors(
             self.rpc.batch(

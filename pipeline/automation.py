@@ -11,8 +11,8 @@ too: a restart resumes from the index's cursor instead of replaying from the dep
 is looked at when something happened after which it may have a step to take: a signature, a
 payment or a loan decision on the escrow, or a token event of its buyer (money paid in, a
 permit). Its views are read for all such deals in one batch. Anything with no event of its own
-(a certificate put in the wallet, a reorg) is caught by a sweep over every live deal each
-`sweep_interval`, and at start.
+(a reorg, a step lost with the node) is caught by a sweep over every live deal each
+`sweep_interval`, and at start; a certificate put in the wallet marks its subject's deals.
 
 A tick's steps go out batched: per broker, one `payMany`, one `requestLoans` and one
 `requestRegistrations` transaction for all its deals, up to BATCH_MAX items each (a lone deal's
@@ -33,13 +33,14 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from chain.contract import Contract, call_many
 from chain.errors import ChainError, ContractRevert, TransactionError
 from chain.events import Batch
-from chain.sender import Receipt, Sender, explain_failure
+from chain.sender import STRANDED_AFTER, Receipt, Sender, explain_failure
 from pipeline.adapters.protocols import CredentialKind
 from pipeline.brokerage import Brokerage, Snapshot, next_payment
 from pipeline.domain import State
@@ -65,19 +66,20 @@ class Due:
     registrations: list[int] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Sent:
     """A step transaction on its way: what each of its deals was to take."""
 
     contract: Contract
     sender: Sender  # the broker's
     steps: dict[int, dict[str, Any]]  # deal -> the log fields of its step (`what` among them)
-    at: float
+    checked: float  # when it was sent, or last asked after
+    strikes: int = 0  # checks in a row that found it will not be mined
 
 
 class DealDriver:
     def __init__(
-        self, brokerage: Brokerage, poll_interval: float = 0.05, sweep_interval: float = 1.0
+        self, brokerage: Brokerage, poll_interval: float = 0.05, sweep_interval: float = 30.0
     ) -> None:
         self.b = brokerage
         self.poll_interval = poll_interval
@@ -91,6 +93,7 @@ class DealDriver:
         self.paid: set[str] = set()  # buyers with a token event since the last tick
         self._swept = 0.0  # at start, a sweep: every live deal is looked at once
         self.index.listen(self._note_batch)
+        brokerage.on_credential(self._note_buyer)
         self.actions = 0
         self.sent: dict[str, Sent] = {}  # tx hash -> the steps it carries, until its receipt is read
 
@@ -109,7 +112,9 @@ class DealDriver:
             if sweep:
                 dirty |= set(live)
             dirty |= {deal for deal, buyer in live.items() if buyer in paid}
-            todo = sorted((dirty & set(live)) - self.busy)
+            busy = self.busy
+            todo = sorted((dirty & set(live)) - busy)
+            self._mark_dirty(dirty & busy)  # looked at once its step is mined
             due: dict[str, Due] = {}
             for i in range(0, len(todo), SNAPSHOT_CHUNK):
                 snaps = self.b.snapshots(todo[i : i + SNAPSHOT_CHUNK])
@@ -223,15 +228,18 @@ class DealDriver:
         for tx_hash, raw in zip(hashes, receipts, strict=True):
             sent = self.sent[tx_hash]
             if isinstance(raw, Exception) or raw is None:
-                sender = sent.sender
-                if now - sent.at > sender.timeout and not sender.known([tx_hash])[0]:
-                    # dropped (a node restart, a reorg): its steps are simply due again
-                    del self.sent[tx_hash]
-                    sender.resync()
-                    self._log("dropped", None, tx=tx_hash, deals=list(sent.steps))
-                    self._mark_dirty(sent.steps)
+                if now - sent.checked >= STRANDED_AFTER:
+                    # as Sender.wait does: twice found never to be mined (the node lost it, or it
+                    # waits behind a nonce the node lost), it is dropped and its steps are due again
+                    why = sent.sender.stranded(tx_hash)
+                    sent.checked, sent.strikes = now, sent.strikes + 1 if why else 0
+                    if sent.strikes >= 2:
+                        del self.sent[tx_hash]
+                        sent.sender.resync()
+                        self._log("dropped", None, tx=tx_hash, deals=list(sent.steps), why=why)
+                        self._mark_dirty(sent.steps)
                 continue
-            del self.sent[tx_hash]
+            del self.sent[tx_hash]  # its deals' events (or a refusal) make them worth a look again
             receipt = Receipt.from_rpc(raw)
             refused = self._refused(sent, receipt)
             for deal, step in sent.steps.items():
@@ -241,10 +249,14 @@ class DealDriver:
                 else:
                     self._log(step["what"], deal, **fields, tx=tx_hash)
                     taken += 1
-            self._mark_dirty(sent.steps)
         return taken
 
-    def _mark_dirty(self, deals: dict[int, Any]) -> None:
+    def _note_buyer(self, buyer: str) -> None:
+        """A buyer's certificate came in: its deals may now apply for their loans."""
+        with self._lock:
+            self.paid.add(buyer)
+
+    def _mark_dirty(self, deals: Iterable[int]) -> None:
         with self._lock:
             self.dirty |= set(deals)
 

@@ -9,6 +9,7 @@ permit that lets the escrow pull the buyer's deposit tokens as each payment fall
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +89,7 @@ class Brokerage:
         self.land: Contract = self.c["LandRegister"]
         self.token: Contract = self.c["DepositToken"]
         self.wallet = inst.wallet
+        self._credential_listeners: list[Callable[[str], None]] = []
         self._buyers: dict[int, str] = {}  # deal id -> buyer, for the token views of a snapshot
         # The automation's token triggers (money paid in, a permit) ride on the index's stream.
         self.index = DealIndex(
@@ -102,6 +104,10 @@ class Brokerage:
         self.lender_oracle = next(
             o for o in inst.oracles if isinstance(o, BankOracle) and o.store.oracle == f"bank:{LENDER}"
         )
+
+    def on_credential(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(subject)` after each e-certificate kept for the banks."""
+        self._credential_listeners.append(listener)
 
     # --- helpers ---------------------------------------------------------------------------------
     def _broker(self, broker: str) -> Any:
@@ -452,6 +458,8 @@ class Brokerage:
         if problem:
             raise PipelineValueError(f"credential rejected: {problem}")
         self.wallet.put(h, doc.subject, doc.model_dump(mode="json"), signature)
+        for listener in self._credential_listeners:
+            listener(doc.subject)
         valid = bool(self.c["CredentialRegistry"].call("isValid", h, doc.subject, int(doc.kind)))
         return {"hash": h, "subject": doc.subject, "kind": doc.kind.name.lower(), "anchored_valid": valid}
 
