@@ -98,6 +98,9 @@ class NetworkSettings(_Strict):
     priority_fee: int | None = Field(None, ge=0, description="EIP-1559 tip in wei")
     block_range: int = Field(2000, ge=1, description="largest get_logs window")
     poll_interval: float = Field(0.2, gt=0)
+    subscribe: bool = Field(
+        True, description="take new heads over the node's WebSocket (same port) where it serves one"
+    )
     fallback_hosts: list[str] = []
     accounts: dict[str, KeySource] = {}
 

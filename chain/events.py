@@ -27,6 +27,7 @@ from typing import Any, TypeVar, cast
 
 from chain.abi import ContractABI
 from chain.rpc import Rpc, raise_errors
+from chain.subscribe import HeadFeed
 
 KEEP_HASHES = 128  # a reorg deeper than the recorded blocks rewinds to the stream's start
 ANCHOR_AFTER = 8  # a stream with no recorded block this deep below its range's end ...
@@ -328,11 +329,14 @@ class LogHub:
     the others (added later, or rewound) reads its own range and holds none of them back.
     """
 
-    def __init__(self, rpc: Rpc, *, max_age: float = 0.0) -> None:
+    def __init__(self, rpc: Rpc, *, max_age: float = 0.0, feed: HeadFeed | None = None) -> None:
         """`max_age`: how old a read may be to serve a stream's poll (a stream may ask for
-        less). Up to a poll interval costs only latency that waiting to poll again costs."""
+        less). Up to a poll interval costs only latency that waiting to poll again costs.
+        `feed`: the node's heads pushed over a subscription, which answer head reads while it
+        is connected (see `head`)."""
         self.rpc = rpc
         self.max_age = max_age
+        self.feed = feed
         self._streams: weakref.WeakSet[EventStream] = weakref.WeakSet()
         self._cond = threading.Condition()
         self._reads: dict[str, _Read] = {}
@@ -353,6 +357,10 @@ class LogHub:
         read also reads the newest recorded block of every stream that waits for confirmations
         (the head block answers the others' reorg checks)."""
 
+        fed = self._fed(number)
+        if fed is not None:
+            return fed
+
         def covers(read: _HeadRead) -> bool:
             return number is None or number in read.numbers or (read.done and read.knows(number))
 
@@ -372,6 +380,28 @@ class LogHub:
             read.blocks = dict(zip(order, answers[1:], strict=True))
 
         return self._share("head", since, covers, plan, fetch)
+
+    def _fed(self, number: int | None) -> _HeadRead | None:
+        """The head as the feed last pushed it, if that answers the read: the feed is connected,
+        nothing rewrote history through this client since the header came, no receipt this
+        client read is in a newer block, and the blocks wanted beside the head are the head or
+        its parent. None: read the node."""
+        got = self.feed.head() if self.feed is not None else None
+        if got is None:
+            return None
+        header, received = got
+        read = _HeadRead(time.monotonic(), head=header, done=True)
+        if received < self.rpc.rewritten_at or read.number < self.rpc.seen_block:
+            return None
+        with self._cond:
+            wanted = {number} | {s.newest_recorded() for s in self._streams if s.confirmations > 1}
+        if any(n is not None and n < read.number - 1 for n in wanted):
+            return None
+        return read
+
+    def close(self) -> None:
+        if self.feed is not None:
+            self.feed.close()
 
     def logs(
         self, want: _Want, heads: _HeadRead, since: float

@@ -37,6 +37,9 @@ READ_ONLY = frozenset(
 )  # fmt: skip
 
 
+SENDS = frozenset({"eth_sendRawTransaction", "eth_sendTransaction"})  # writes that keep history
+
+
 class Rpc:
     """Calls one endpoint, failing over to the next on transport errors."""
 
@@ -62,6 +65,11 @@ class Rpc:
         # time.monotonic() when a call through this client last changed the chain or found a
         # receipt: a read begun before it may miss this process's own writes (chain.events)
         self.changed_at = 0.0
+        # when a call through this client last rewrote history (a revert, a snapshot, a state
+        # load: anything but sending a transaction), and the newest block a receipt it read is
+        # in: a head pushed to a subscriber before the one, or older than the other, is stale
+        self.rewritten_at = 0.0
+        self.seen_block = -1
 
     @property
     def url(self) -> str:
@@ -110,8 +118,12 @@ class Rpc:
         finally:
             if writes:  # even a failed try may have reached the node
                 self.changed_at = time.monotonic()
-        if _found_receipt(items, answer):
+                if any(item["method"] not in READ_ONLY | SENDS for item in items):
+                    self.rewritten_at = self.changed_at
+        found = _found_receipt(items, answer)
+        if found >= 0:
             self.changed_at = time.monotonic()
+            self.seen_block = max(self.seen_block, found)
         return answer
 
     def _tries(self, payload: Any, body: bytes) -> Any:
@@ -237,12 +249,18 @@ class _Connection:
         self.sock.close()
 
 
-def _found_receipt(items: list[dict[str, Any]], answer: Any) -> bool:
+def _found_receipt(items: list[dict[str, Any]], answer: Any) -> int:
+    """The newest block of the receipts found in `answer`, or -1 if none."""
     receipts = {item["id"] for item in items if item["method"] == "eth_getTransactionReceipt"}
     if not receipts:
-        return False
+        return -1
     answers = answer if isinstance(answer, list) else [answer]
-    return any(isinstance(a, dict) and a.get("id") in receipts and a.get("result") for a in answers)
+    blocks = [
+        int(a["result"]["blockNumber"], 16)
+        for a in answers
+        if isinstance(a, dict) and a.get("id") in receipts and isinstance(a.get("result"), dict)
+    ]
+    return max(blocks, default=-1)
 
 
 def raise_errors(results: list[Any]) -> list[Any]:

@@ -12,6 +12,7 @@ from chain.contract import Contract
 from chain.deploy import load_deployment
 from chain.events import EventStream, LogHub
 from chain.session import ChainSession
+from chain.subscribe import HeadFeed, ws_url
 from pipeline.adapters.http import HookClient
 from pipeline.adapters.protocols import BankAdapter, LandRegistryAdapter
 from pipeline.adapters.reference_bank import ReferenceBank
@@ -37,6 +38,15 @@ def deployed_contracts(session: ChainSession) -> tuple[dict[str, Contract], int]
 def oracle_poll_interval(session: ChainSession, poll_interval: float | None = None) -> float:
     """How long an oracle's loop waits when caught up; also how old a shared read may be."""
     return poll_interval or min(session.network.poll_interval, 0.05)
+
+
+def process_hub(session: ChainSession, poll_interval: float | None = None) -> LogHub:
+    """The one log poller of a process (oracles, automation, deal index, API): the oracles'
+    loops take a read younger than their poll interval (none older than the process's own last
+    write), the deal index one begun after each sync. Heads come pushed over the node's
+    WebSocket where it has one (the same port as its HTTP endpoint), else by asking."""
+    feed = HeadFeed(ws_url(session.rpc.url)) if session.network.subscribe else None
+    return LogHub(session.rpc, max_age=oracle_poll_interval(session, poll_interval), feed=feed)
 
 
 def _stream(session: ChainSession, store: OracleStore, contracts: dict[str, Contract], start: int,
@@ -82,7 +92,7 @@ def reference_oracles(
         "confirmations": confirmations,
         "poll_interval": poll_interval,
         # the oracles poll in threads: one read of the chain a poll interval serves all three
-        "hub": LogHub(session.rpc, max_age=oracle_poll_interval(session, poll_interval)),
+        "hub": process_hub(session, poll_interval),
     }
     registry = ReferenceRegistry(registry_db)
     lender = ReferenceBank(lender_db, bank_name="lender", known_issuers=known_issuers)

@@ -6,12 +6,11 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chain.events import LogHub
 from chain.session import ChainSession
 from pipeline.automation import DealDriver
 from pipeline.brokerage import Brokerage
 from pipeline.institutions import Institutions
-from pipeline.runtime import oracle_poll_interval
+from pipeline.runtime import process_hub
 
 BROKER_ACCOUNTS = ("broker", "broker2")
 
@@ -35,10 +34,7 @@ class Services:
         poll_interval: float | None = None,
         urls: dict[str, str] | None = None,
     ) -> Services:
-        # One log poller for the process (oracles, automation, deal index, API): the oracles'
-        # loops take a read younger than their poll interval (none older than the process's
-        # own last write), the deal index one begun after each sync.
-        hub = LogHub(session.rpc, max_age=oracle_poll_interval(session, poll_interval))
+        hub = process_hub(session, poll_interval)
         inst = Institutions.reference(
             session, folder, urls=urls, http_secrets=http_secrets, poll_interval=poll_interval, hub=hub
         )
@@ -69,3 +65,4 @@ class Services:
         if self._thread:
             self._thread.join(timeout=10)
         self.institutions.stop()
+        self.institutions.hub.close()

@@ -16,6 +16,7 @@ from eth_account import Account
 from chain.events import Batch, EventStream, LogHub
 from chain.rpc import Rpc
 from chain.session import ChainSession
+from chain.subscribe import HeadFeed, ws_url
 
 ROUND = 0.5  # the hub's max_age in the round tests: every poll of a round is served by one read
 # Streams that differ in every way a stream can: contracts, topics, confirmations, range.
@@ -230,3 +231,58 @@ def test_a_fresh_read_never_hides_a_write_made_through_the_hubs_own_client(c: Ch
     c.activity(1)  # sent through the hub's client
     batch = second.poll()
     assert batch.cursor.next_block == c.head() + 1 and len(batch.events) == 4  # both mints
+
+
+def wait_until(check: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not in time"
+        time.sleep(0.01)
+
+
+def test_heads_pushed_over_websocket_answer_the_polls(c: Chain):
+    """With the node's newHeads feed connected, polls of a still chain ask the node nothing, a
+    new block is read without a head request, and a revert through the hub's client (history
+    rewritten, nothing pushed) sends the polls back to asking until the next block is pushed."""
+    feed = HeadFeed(ws_url(c.rpc.url))
+    hub = LogHub(c.rpc, feed=feed)
+    try:
+        wait_until(lambda: feed.head() is not None)
+        stream = c.twin(hub, start=0, kind=KINDS[0])
+        c.rounds([stream], settle=0)  # caught up, with the old blocks it anchors its reorg checks on
+        before = stream.events
+        c.activity(1)
+        wait_until(lambda: int(feed.head()[0]["number"], 16) == c.head())
+        _, asked = c.round([stream])
+        assert asked == {"eth_getLogs": 1, "requests": 1}, asked  # the logs; the head was pushed
+        assert stream.events == before + 2  # the mint's Transfer and Issued
+        for _ in range(3):  # standing still: nothing asked at all
+            _, asked = c.round([stream])
+            assert asked == {"requests": 0}, asked
+        # a revert through the hub's client: the pushed head may be gone, so the node is asked
+        snapshot = c.rpc.call("evm_snapshot")
+        c.activity(1)
+        wait_until(lambda: int(feed.head()[0]["number"], 16) == c.head())
+        c.round([stream])
+        c.rpc.call("evm_revert", [snapshot])
+        c.chain.sender("bank").resync()
+        _, asked = c.round([stream])
+        assert asked.get("eth_getBlockByNumber", 0) >= 1, asked
+        c.activity(1)  # the next block is pushed: the feed answers again
+        wait_until(lambda: int(feed.head()[0]["number"], 16) == c.head())
+        c.round([stream])
+        _, asked = c.round([stream])
+        assert asked == {"requests": 0}, asked
+    finally:
+        hub.close()
+
+
+def test_without_a_websocket_the_hub_polls():
+    """A node with no WebSocket endpoint (nothing listens there): no head from the feed, and the
+    hub asks the node as before (the other tests here run that way)."""
+    feed = HeadFeed("ws://127.0.0.1:9")  # discard port: refused
+    try:
+        time.sleep(0.5)
+        assert feed.head() is None
+    finally:
+        feed.close()
