@@ -176,6 +176,11 @@ class Oracle:
     def execute(self, plan: Plan, event: ChainEvent) -> Action | None:
         raise NotImplementedError
 
+    def after(self, plan: Plan) -> tuple[str, ...]:
+        """Effects of this oracle that must be on chain before `plan` is executed (its dry run
+        would fail without them). One still due in this poll's batches is sent first."""
+        return ()
+
     # --- the loop ---------------------------------------------------------------------------
     def recover(self) -> None:
         """Finish what a previous run (or try) recorded but may not have broadcast or seen mined."""
@@ -282,6 +287,9 @@ class Oracle:
             # one already due in this poll is recorded with its own event, or read again with it
             self.store.record_skip(key, event.block_number, cursor, plan.effect_key)
             return
+        if any(key in due for key in self.after(plan)):
+            self._send_due(list(due.values()), cursor)
+            due.clear()
         checkpoint("before_adapter", plan.kind)
         try:
             action = self.execute(plan, event)

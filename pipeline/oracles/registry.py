@@ -67,6 +67,11 @@ class RegistryOracle(Oracle):
             return Plan(f"settle:{deal}", deal, "settlement", {"parcel": parcel, "mortgages": mortgages})
         return None
 
+    def after(self, plan: Plan) -> tuple[str, ...]:
+        # a deal's report and its settlement can be due in one poll (a registry behind the
+        # deals): the settlement's dry run needs the report on chain
+        return (f"report:{plan.deal_id}",) if plan.kind == "settlement" else ()
+
     def execute(self, plan: Plan, event: ChainEvent) -> Action | None:
         deal = int(plan.deal_id or 0)
         terms = self.escrow.call("terms", deal)

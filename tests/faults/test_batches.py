@@ -13,7 +13,7 @@ import pytest
 
 from chain.session import ChainSession
 from chain.txsign import TxSigner
-from pipeline.domain import receipt
+from pipeline.domain import State, receipt
 from pipeline.oracles.base import Oracle
 from pipeline.service import Services
 from pipeline.store import Effect
@@ -178,4 +178,35 @@ def test_a_batch_reorged_out_is_sent_again_once_for_its_items(
     counters = registry.store.counters()
     assert counters["resent"] == DEALS - 1 and "orphaned" not in counters
     assert campaign.oracle_nonces()["registrar"] - before == (2 if nonce_taken else 1)  # with the other one
+    assert reported_on_chain(campaign) == [1] * DEALS
+
+
+def test_a_report_and_a_settlement_due_in_one_poll_go_out_in_order(
+    chain: ChainSession, deployed: dict[str, str], tmp_path: Path
+) -> None:
+    """A registry far behind its deals reads a deal's signature and its registration request in
+    one poll: the report batch is sent (and mined) before the settlement is dry-run, so the
+    settlement is not parked as TransactionNotReported."""
+    services, campaign, registry = open_deals(chain, tmp_path)
+    others = services.institutions.oracles[1:]
+    bank = others[-1]
+
+    def stated() -> bool:
+        found = [bank.store.effect(f"payoff:{d.id}") for d in campaign.deals]
+        return all(e is not None and e.status == "mined" for e in found)
+
+    for _ in range(40):  # everyone but the registry: the deals reach RegistrationRequested, payoffs stated
+        services.driver.tick()
+        for oracle in others:
+            oracle.step()
+        if set(campaign.states().values()) == {State.REGISTRATION_REQUESTED} and stated():
+            break
+    assert set(campaign.states().values()) == {State.REGISTRATION_REQUESTED} and stated()
+    for _ in range(3):  # the payoff statements came in meanwhile: the registry catches up at once
+        registry.step()
+    settled = [registry.store.effect(f"settle:{d.id}") for d in campaign.deals]
+    assert [e.status if e else None for e in settled] == ["mined"] * DEALS, [
+        (e.key, e.status, e.error) for e in registry.store.effects()
+    ]
+    assert set(campaign.states().values()) == {State.SETTLED}
     assert reported_on_chain(campaign) == [1] * DEALS
