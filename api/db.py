@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from eth_utils import is_address, to_checksum_address
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
 from api.errors import ApiValueError
-from pipeline.db import make_engine
+from pipeline.db import make_engine, sql
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS brokers (
@@ -91,7 +91,7 @@ class ApiStore:
         self.engine = make_engine(engine_or_url) if isinstance(engine_or_url, str) else engine_or_url
         with self.engine.begin() as conn:
             for statement in SCHEMA:
-                conn.execute(text(statement))
+                conn.execute(sql(statement))
 
     # --- brokers and keys --------------------------------------------------------------------
     def create_broker(self, name: str, address: str) -> Broker:
@@ -101,7 +101,7 @@ class ApiStore:
         try:
             with self.engine.begin() as conn:
                 conn.execute(
-                    text("INSERT INTO brokers (id, name, address, created_at) VALUES (:i, :n, :a, :t)"),
+                    sql("INSERT INTO brokers (id, name, address, created_at) VALUES (:i, :n, :a, :t)"),
                     {"i": broker.id, "n": name, "a": broker.address, "t": time.time()},
                 )
         except IntegrityError:
@@ -111,7 +111,7 @@ class ApiStore:
     def broker_by_address(self, address: str) -> Broker | None:
         with self.engine.connect() as conn:
             row = conn.execute(
-                text("SELECT id, name, address FROM brokers WHERE address = :a"),
+                sql("SELECT id, name, address FROM brokers WHERE address = :a"),
                 {"a": to_checksum_address(address)},
             ).first()
         return Broker(row.id, row.name, row.address) if row else None
@@ -121,12 +121,10 @@ class ApiStore:
         key_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
         with self.engine.begin() as conn:
-            if conn.execute(text("SELECT 1 FROM brokers WHERE id = :i"), {"i": broker_id}).first() is None:
+            if conn.execute(sql("SELECT 1 FROM brokers WHERE id = :i"), {"i": broker_id}).first() is None:
                 raise ApiValueError(f"no broker {broker_id}")
             conn.execute(
-                text(
-                    "INSERT INTO api_keys (key_id, broker_id, key_hash, created_at) VALUES (:k, :b, :h, :t)"
-                ),
+                sql("INSERT INTO api_keys (key_id, broker_id, key_hash, created_at) VALUES (:k, :b, :h, :t)"),
                 {"k": key_id, "b": broker_id, "h": hash_secret(secret), "t": time.time()},
             )
         return f"{KEY_PREFIX}{key_id}_{secret}"
@@ -134,7 +132,7 @@ class ApiStore:
     def revoke_key(self, key_id: str) -> bool:
         with self.engine.begin() as conn:
             result = conn.execute(
-                text("UPDATE api_keys SET revoked_at = :t WHERE key_id = :k AND revoked_at IS NULL"),
+                sql("UPDATE api_keys SET revoked_at = :t WHERE key_id = :k AND revoked_at IS NULL"),
                 {"t": time.time(), "k": key_id},
             )
         return bool(result.rowcount)
@@ -147,7 +145,7 @@ class ApiStore:
         key_id, secret = parts
         with self.engine.connect() as conn:
             row = conn.execute(
-                text(
+                sql(
                     "SELECT k.key_hash, k.revoked_at, b.id, b.name, b.address FROM api_keys k "
                     "JOIN brokers b ON b.id = k.broker_id WHERE k.key_id = :k"
                 ),
@@ -169,7 +167,7 @@ class ApiStore:
         try:
             with self.engine.begin() as conn:
                 conn.execute(
-                    text(
+                    sql(
                         "INSERT INTO idempotency (broker_id, key, scope, request_hash, created_at) "
                         "VALUES (:b, :k, :s, :h, :t)"
                     ),
@@ -180,7 +178,7 @@ class ApiStore:
             pass
         with self.engine.connect() as conn:
             row = conn.execute(
-                text(
+                sql(
                     "SELECT scope, request_hash, status, response_json FROM idempotency "
                     "WHERE broker_id = :b AND key = :k"
                 ),
@@ -193,7 +191,7 @@ class ApiStore:
     def complete(self, broker_id: str, key: str, status: int, response_json: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(
-                text(
+                sql(
                     "UPDATE idempotency SET status = :s, response_json = :r "
                     "WHERE broker_id = :b AND key = :k AND status IS NULL"
                 ),
@@ -204,13 +202,13 @@ class ApiStore:
         """Forget an unfinished claim (the request failed in a way worth retrying)."""
         with self.engine.begin() as conn:
             conn.execute(
-                text("DELETE FROM idempotency WHERE broker_id = :b AND key = :k AND status IS NULL"),
+                sql("DELETE FROM idempotency WHERE broker_id = :b AND key = :k AND status IS NULL"),
                 {"b": broker_id, "k": key},
             )
 
     def ping(self) -> dict[str, Any]:
         with self.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+            conn.execute(sql("SELECT 1"))
         return {"ok": True}
 
     # --- drafts ----------------------------------------------------------------------------------
@@ -218,7 +216,7 @@ class ApiStore:
         draft = Draft(uuid.uuid4().hex, broker_id, terms, {}, None, None)
         with self.engine.begin() as conn:
             conn.execute(
-                text("INSERT INTO drafts (id, broker_id, terms_json, created_at) VALUES (:i, :b, :t, :c)"),
+                sql("INSERT INTO drafts (id, broker_id, terms_json, created_at) VALUES (:i, :b, :t, :c)"),
                 {"i": draft.id, "b": broker_id, "t": json.dumps(terms), "c": time.time()},
             )
         return draft
@@ -227,7 +225,7 @@ class ApiStore:
         """The broker's draft; None for another broker's, as for one that does not exist."""
         with self.engine.connect() as conn:
             row = conn.execute(
-                text(
+                sql(
                     "SELECT id, broker_id, terms_json, buyer_expiry, buyer_signature, seller_expiry, "
                     "seller_signature, deal_id, tx FROM drafts WHERE id = :i AND broker_id = :b"
                 ),
@@ -252,7 +250,7 @@ class ApiStore:
         assert party in ("buyer", "seller")
         with self.engine.begin() as conn:
             conn.execute(
-                text(
+                sql(
                     # `party` is one of the two names asserted above, never the caller's text
                     f"UPDATE drafts SET {party}_expiry = :e, {party}_signature = :s "
                     "WHERE id = :i AND deal_id IS NULL"
@@ -264,19 +262,19 @@ class ApiStore:
         """Claim the opening of the draft: True for exactly one caller until release_draft."""
         with self.engine.begin() as conn:
             claimed = conn.execute(
-                text("UPDATE drafts SET deal_id = 0 WHERE id = :i AND deal_id IS NULL"), {"i": draft.id}
+                sql("UPDATE drafts SET deal_id = 0 WHERE id = :i AND deal_id IS NULL"), {"i": draft.id}
             )
         return bool(claimed.rowcount)
 
     def release_draft(self, draft: Draft) -> None:
         with self.engine.begin() as conn:
             conn.execute(
-                text("UPDATE drafts SET deal_id = NULL WHERE id = :i AND deal_id = 0"), {"i": draft.id}
+                sql("UPDATE drafts SET deal_id = NULL WHERE id = :i AND deal_id = 0"), {"i": draft.id}
             )
 
     def draft_opened(self, draft: Draft, deal_id: int, tx: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(
-                text("UPDATE drafts SET deal_id = :d, tx = :t WHERE id = :i"),
+                sql("UPDATE drafts SET deal_id = :d, tx = :t WHERE id = :i"),
                 {"d": deal_id, "t": tx, "i": draft.id},
             )

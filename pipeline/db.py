@@ -5,12 +5,20 @@ SQLAlchemy Core with plain SQL; every statement here is portable between the two
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, TextClause, create_engine, event, text
 
 from pipeline.errors import PipelineValueError
+
+
+@lru_cache(maxsize=1024)
+def sql(statement: str) -> TextClause:
+    """`text(statement)`, built once per statement: SQLAlchemy then also keys its compiled
+    cache once, where building it per execution parsed the SQL and hashed it every time."""
+    return text(statement)
 
 
 def sqlite_url(path: Path | str) -> str:

@@ -25,11 +25,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, text
+from sqlalchemy import Connection, Engine, bindparam
 
 from chain.contract import Contract
 from chain.events import Batch, ChainEvent, Cursor, EventStream, LogHub
 from chain.rpc import Rpc
+from pipeline.db import sql
 from pipeline.domain import State
 
 SCHEMA = [
@@ -84,7 +85,7 @@ class _Row:
 def create_tables(engine: Engine) -> None:
     with engine.begin() as conn:
         for statement in SCHEMA:
-            conn.execute(text(statement))
+            conn.execute(sql(statement))
 
 
 def _deal(row: Any) -> IndexedDeal:
@@ -160,7 +161,7 @@ class DealIndex:
             events = [e for e in batch.events if e.contract == self.escrow.name and e.event in EVENTS]
             if events:
                 self._record(conn, events, horizon)
-            conn.execute(text("DELETE FROM deal_index_undo WHERE block_number < :h"), {"h": horizon})
+            conn.execute(sql("DELETE FROM deal_index_undo WHERE block_number < :h"), {"h": horizon})
             self._save_cursor(conn, batch.cursor)
         self._saved = batch.cursor
 
@@ -189,7 +190,7 @@ class DealIndex:
         states = {d: _state_params(d, rows[d]) for d in changed | set(opened)}
         if opened:
             conn.execute(
-                text(
+                sql(
                     "INSERT INTO deal_index (deal_id, broker, parcel_id, buyer, state, opened_block, "
                     "ended_block, state_block, state_log) VALUES (:d, :broker, :parcel, :buyer, :s, :b, :e, "
                     ":sb, :sl)"
@@ -197,10 +198,10 @@ class DealIndex:
                 [{**params, **states[d]} for d, params in opened.items()],
             )
         if changed - set(opened):
-            conn.execute(text(UPDATE_STATE), [states[d] for d in sorted(changed - set(opened))])
+            conn.execute(sql(UPDATE_STATE), [states[d] for d in sorted(changed - set(opened))])
         if undo:
             conn.execute(
-                text(
+                sql(
                     "INSERT INTO deal_index_undo (deal_id, block_number, log_index, prev_state, prev_block, "
                     "prev_log) VALUES (:d, :b, :l, :ps, :pb, :pl)"
                 ),
@@ -209,7 +210,7 @@ class DealIndex:
 
     @staticmethod
     def _rows(conn: Connection, deal_ids: set[int]) -> dict[int, _Row]:
-        query = text(
+        query = sql(
             "SELECT deal_id, state, state_block, state_log FROM deal_index WHERE deal_id IN :ids"
         ).bindparams(bindparam("ids", expanding=True))
         ordered = sorted(deal_ids)
@@ -224,7 +225,7 @@ class DealIndex:
         """Undo what the blocks after `block` did: the deals they opened, the states they set."""
         first: dict[int, _Row] = {}
         for r in conn.execute(
-            text(
+            sql(
                 "SELECT deal_id, prev_state, prev_block, prev_log FROM deal_index_undo "
                 "WHERE block_number > :b ORDER BY block_number, log_index"
             ),
@@ -232,14 +233,14 @@ class DealIndex:
         ):
             first.setdefault(int(r.deal_id), _Row(State(r.prev_state), int(r.prev_block), int(r.prev_log)))
         if first:
-            conn.execute(text(UPDATE_STATE), [_state_params(d, r) for d, r in sorted(first.items())])
-        conn.execute(text("DELETE FROM deal_index_undo WHERE block_number > :b"), {"b": block})
-        conn.execute(text("DELETE FROM deal_index WHERE opened_block > :b"), {"b": block})
+            conn.execute(sql(UPDATE_STATE), [_state_params(d, r) for d, r in sorted(first.items())])
+        conn.execute(sql("DELETE FROM deal_index_undo WHERE block_number > :b"), {"b": block})
+        conn.execute(sql("DELETE FROM deal_index WHERE opened_block > :b"), {"b": block})
 
     def _load_cursor(self) -> Cursor | None:
         with self.engine.connect() as conn:
             row = conn.execute(
-                text("SELECT cursor FROM deal_index_cursor WHERE stream = :s"), {"s": STREAM}
+                sql("SELECT cursor FROM deal_index_cursor WHERE stream = :s"), {"s": STREAM}
             ).first()
         return Cursor.from_json(row[0]) if row else None
 
@@ -247,17 +248,17 @@ class DealIndex:
     def _save_cursor(conn: Connection, cursor: Cursor) -> None:
         params = {"s": STREAM, "c": cursor.to_json(), "t": time.time()}
         updated = conn.execute(
-            text("UPDATE deal_index_cursor SET cursor = :c, updated_at = :t WHERE stream = :s"), params
+            sql("UPDATE deal_index_cursor SET cursor = :c, updated_at = :t WHERE stream = :s"), params
         ).rowcount
         if not updated:
             conn.execute(
-                text("INSERT INTO deal_index_cursor (stream, cursor, updated_at) VALUES (:s, :c, :t)"), params
+                sql("INSERT INTO deal_index_cursor (stream, cursor, updated_at) VALUES (:s, :c, :t)"), params
             )
 
     # --- reading ------------------------------------------------------------------------------
     def get(self, deal_id: int) -> IndexedDeal | None:
         with self.engine.connect() as conn:
-            row = conn.execute(text("SELECT * FROM deal_index WHERE deal_id = :d"), {"d": deal_id}).first()
+            row = conn.execute(sql("SELECT * FROM deal_index WHERE deal_id = :d"), {"d": deal_id}).first()
         return _deal(row) if row else None
 
     def page(
@@ -270,9 +271,9 @@ class DealIndex:
             where += " AND state = :s"
             params["s"] = int(state)
         with self.engine.connect() as conn:
-            total = conn.execute(text(f"SELECT COUNT(*) FROM deal_index WHERE {where}"), params).scalar_one()
+            total = conn.execute(sql(f"SELECT COUNT(*) FROM deal_index WHERE {where}"), params).scalar_one()
             rows = conn.execute(
-                text(f"SELECT * FROM deal_index WHERE {where} ORDER BY deal_id DESC LIMIT :l OFFSET :o"),
+                sql(f"SELECT * FROM deal_index WHERE {where} ORDER BY deal_id DESC LIMIT :l OFFSET :o"),
                 params,
             ).fetchall()
         return int(total), [_deal(r) for r in rows]
@@ -280,12 +281,12 @@ class DealIndex:
     def counts(self) -> dict[State, int]:
         """Every deal on chain (any broker's), by state."""
         with self.engine.connect() as conn:
-            rows = conn.execute(text("SELECT state, COUNT(*) AS n FROM deal_index GROUP BY state")).all()
+            rows = conn.execute(sql("SELECT state, COUNT(*) AS n FROM deal_index GROUP BY state")).all()
         return {State(r.state): int(r.n) for r in rows}
 
     def live(self, brokers: Iterable[str]) -> list[IndexedDeal]:
         """The deals of these brokers that have not ended."""
-        query = text(
+        query = sql(
             "SELECT * FROM deal_index WHERE ended_block IS NULL AND broker IN :b ORDER BY deal_id"
         ).bindparams(bindparam("b", expanding=True))
         wanted = sorted(brokers)

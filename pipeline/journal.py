@@ -22,13 +22,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, text
+from sqlalchemy import Engine, bindparam
 
 from chain.errors import ContractRevert, RpcError
 from chain.revert import ErrorDecoder
 from chain.rpc import Rpc, raise_errors
 from chain.sender import KNOWN_TX, NONCE_USED, Receipt, SignedTx, explain_failure
 from chain.session import ChainSession
+from pipeline.db import sql
 
 log = logging.getLogger("deedchain.journal")
 
@@ -75,13 +76,13 @@ class TxJournal:
         self.engine = engine
         with engine.begin() as conn:
             for statement in SCHEMA:
-                conn.execute(text(statement))
+                conn.execute(sql(statement))
 
     def record(self, sender: str, tx: SignedTx, memo: str | None) -> None:
         """Committed before the node is asked: a crash right after loses nothing."""
         with self.engine.begin() as conn:
             conn.execute(
-                text(
+                sql(
                     "INSERT INTO tx_journal (tx_hash, sender, nonce, raw, deal_id, memo, recorded_at) "
                     "VALUES (:h, :s, :n, :r, :d, :m, :t) ON CONFLICT (tx_hash) DO NOTHING"
                 ),
@@ -101,7 +102,7 @@ class TxJournal:
         each nonce from the account's next nonce on, up to the first gap (a later nonce could
         not be mined before it anyway)."""
         with self.engine.connect() as conn:
-            senders = [r[0] for r in conn.execute(text("SELECT DISTINCT sender FROM tx_journal"))]
+            senders = [r[0] for r in conn.execute(sql("SELECT DISTINCT sender FROM tx_journal"))]
         if not senders:
             return []
         nonces = raise_errors(rpc.batch([("eth_getTransactionCount", [s, "latest"]) for s in senders]))
@@ -109,7 +110,7 @@ class TxJournal:
         with self.engine.connect() as conn:
             for sender, count in zip(senders, nonces, strict=True):
                 rows = conn.execute(
-                    text(
+                    sql(
                         "SELECT tx_hash, nonce, raw, memo, deal_id, recorded_at FROM tx_journal "
                         "WHERE sender = :s AND nonce >= :n ORDER BY nonce, recorded_at"
                     ),
@@ -161,7 +162,7 @@ class TxJournal:
         now = time.time()
         with self.engine.begin() as conn:
             conn.execute(
-                text("UPDATE tx_journal SET outcome = :o, error = :e, outcome_at = :t WHERE tx_hash = :h"),
+                sql("UPDATE tx_journal SET outcome = :o, error = :e, outcome_at = :t WHERE tx_hash = :h"),
                 [{"o": r.outcome, "e": r.error, "t": now, "h": r.entry.tx_hash} for r in results],
             )
         for r in results:
@@ -175,7 +176,7 @@ class TxJournal:
         found: dict[int, list[dict[str, Any]]] = {d: [] for d in deal_ids}
         if not deal_ids:
             return found
-        query = text(
+        query = sql(
             "SELECT deal_id, tx_hash, memo, outcome, error, outcome_at FROM tx_journal "
             "WHERE deal_id IN :ids AND outcome IN ('reverted', 'refused', 'superseded') "
             "ORDER BY outcome_at, nonce"

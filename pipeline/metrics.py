@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
+
+from pipeline.db import sql
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -21,18 +23,18 @@ def oracle_metrics(engine: Engine) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     with engine.connect() as conn:
         for row in conn.execute(
-            text("SELECT oracle, status, COUNT(*) AS n FROM oracle_effects GROUP BY oracle, status")
+            sql("SELECT oracle, status, COUNT(*) AS n FROM oracle_effects GROUP BY oracle, status")
         ):
             out.setdefault(row.oracle, {"effects": {}, "counters": {}})["effects"][row.status] = int(row.n)
         latencies: dict[str, list[float]] = {}
         for row in conn.execute(
-            text(
+            sql(
                 "SELECT oracle, latency_ms FROM oracle_effects "
                 "WHERE status = 'mined' AND latency_ms IS NOT NULL"
             )
         ):
             latencies.setdefault(row.oracle, []).append(float(row.latency_ms))
-        for row in conn.execute(text("SELECT oracle, name, value FROM oracle_counters")):
+        for row in conn.execute(sql("SELECT oracle, name, value FROM oracle_counters")):
             out.setdefault(row.oracle, {"effects": {}, "counters": {}})["counters"][row.name] = int(row.value)
     for oracle, values in latencies.items():
         out[oracle]["latency_ms"] = {

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from eth_utils import to_checksum_address
-from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy import Connection, Engine, inspect
 
 from chain.events import Cursor
 from chain.sender import SignedTx
+from pipeline.db import sql
 
 _EFFECTS = """CREATE TABLE IF NOT EXISTS {table} (
         oracle VARCHAR(64) NOT NULL, effect_key VARCHAR(200) NOT NULL, deal_id BIGINT,
@@ -58,7 +59,7 @@ def create_tables(engine: Engine) -> None:
     with engine.begin() as conn:
         _upgrade_effects(conn)
         for statement in SCHEMA:
-            conn.execute(text(statement))
+            conn.execute(sql(statement))
 
 
 def _upgrade_effects(conn: Connection) -> None:
@@ -71,10 +72,10 @@ def _upgrade_effects(conn: Connection) -> None:
     if "mined_block" in columns:
         return
     names = ", ".join(columns)
-    conn.execute(text(_EFFECTS.format(table="oracle_effects_v2")))
-    conn.execute(text(f"INSERT INTO oracle_effects_v2 ({names}) SELECT {names} FROM oracle_effects"))
-    conn.execute(text("DROP TABLE oracle_effects"))  # with its indexes: SCHEMA makes them anew
-    conn.execute(text("ALTER TABLE oracle_effects_v2 RENAME TO oracle_effects"))
+    conn.execute(sql(_EFFECTS.format(table="oracle_effects_v2")))
+    conn.execute(sql(f"INSERT INTO oracle_effects_v2 ({names}) SELECT {names} FROM oracle_effects"))
+    conn.execute(sql("DROP TABLE oracle_effects"))  # with its indexes: SCHEMA makes them anew
+    conn.execute(sql("ALTER TABLE oracle_effects_v2 RENAME TO oracle_effects"))
 
 
 @dataclass(frozen=True)
@@ -140,14 +141,14 @@ class OracleStore:
     def load_cursor(self) -> Cursor | None:
         with self.engine.connect() as conn:
             row = conn.execute(
-                text("SELECT cursor FROM oracle_cursors WHERE oracle = :o"), {"o": self.oracle}
+                sql("SELECT cursor FROM oracle_cursors WHERE oracle = :o"), {"o": self.oracle}
             ).first()
         return Cursor.from_json(row[0]) if row else None
 
     def is_processed(self, event_key: str) -> bool:
         with self.engine.connect() as conn:
             row = conn.execute(
-                text("SELECT 1 FROM oracle_events WHERE oracle = :o AND event_key = :k"),
+                sql("SELECT 1 FROM oracle_events WHERE oracle = :o AND event_key = :k"),
                 {"o": self.oracle, "k": event_key},
             ).first()
         return row is not None
@@ -155,38 +156,38 @@ class OracleStore:
     def effect(self, key: str) -> Effect | None:
         with self.engine.connect() as conn:
             row = conn.execute(
-                text("SELECT * FROM oracle_effects WHERE oracle = :o AND effect_key = :k"),
+                sql("SELECT * FROM oracle_effects WHERE oracle = :o AND effect_key = :k"),
                 {"o": self.oracle, "k": key},
             ).first()
         return _effect(row) if row else None
 
     def effects(self, status: str | None = None, deal_id: int | None = None) -> list[Effect]:
-        sql = "SELECT * FROM oracle_effects WHERE oracle = :o"
+        query = "SELECT * FROM oracle_effects WHERE oracle = :o"
         params: dict[str, Any] = {"o": self.oracle}
         if status:
-            sql += " AND status = :s"
+            query += " AND status = :s"
             params["s"] = status
         if deal_id is not None:
-            sql += " AND deal_id = :d"
+            query += " AND deal_id = :d"
             params["d"] = deal_id
         with self.engine.connect() as conn:
-            rows = conn.execute(text(sql + " ORDER BY seen_at"), params).fetchall()
+            rows = conn.execute(sql(query + " ORDER BY seen_at"), params).fetchall()
         return [_effect(r) for r in rows]
 
     def effects_after(self, block: int, *, sources: bool = False) -> list[Effect]:
         """Mined effects whose transactions are in blocks after `block` and, with `sources`, every
         effect whose source event is: what a reorg back to `block` may have undone."""
-        sql = "SELECT * FROM oracle_effects WHERE oracle = :o AND (status = 'mined' AND mined_block > :b"
+        query = "SELECT * FROM oracle_effects WHERE oracle = :o AND (status = 'mined' AND mined_block > :b"
         if sources:
-            sql += " OR source_block > :b"
+            query += " OR source_block > :b"
         with self.engine.connect() as conn:
-            rows = conn.execute(text(sql + ") ORDER BY seen_at"), {"o": self.oracle, "b": block}).fetchall()
+            rows = conn.execute(sql(query + ") ORDER BY seen_at"), {"o": self.oracle, "b": block}).fetchall()
         return [_effect(r) for r in rows]
 
     def counters(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             rows = conn.execute(
-                text("SELECT name, value FROM oracle_counters WHERE oracle = :o"),
+                sql("SELECT name, value FROM oracle_counters WHERE oracle = :o"),
                 {"o": self.oracle},
             ).fetchall()
         return {r.name: int(r.value) for r in rows}
@@ -194,7 +195,7 @@ class OracleStore:
     # --- writes: each is one transaction -----------------------------------------------------
     def _event(self, conn: Connection, event_key: str, block: int, effect_key: str | None) -> None:
         conn.execute(
-            text(
+            sql(
                 "INSERT INTO oracle_events (oracle, event_key, block_number, effect_key, seen_at) "
                 "VALUES (:o, :k, :b, :e, :t)"
             ),
@@ -204,11 +205,11 @@ class OracleStore:
     def _cursor(self, conn: Connection, cursor: Cursor) -> None:
         params = {"o": self.oracle, "c": cursor.to_json(), "t": time.time()}
         updated = conn.execute(
-            text("UPDATE oracle_cursors SET cursor = :c, updated_at = :t WHERE oracle = :o"), params
+            sql("UPDATE oracle_cursors SET cursor = :c, updated_at = :t WHERE oracle = :o"), params
         ).rowcount
         if not updated:
             conn.execute(
-                text("INSERT INTO oracle_cursors (oracle, cursor, updated_at) VALUES (:o, :c, :t)"),
+                sql("INSERT INTO oracle_cursors (oracle, cursor, updated_at) VALUES (:o, :c, :t)"),
                 params,
             )
 
@@ -248,7 +249,7 @@ class OracleStore:
             for e in effects:
                 self._event(conn, e.event_key, e.block, e.effect_key)
                 conn.execute(
-                    text(
+                    sql(
                         "INSERT INTO oracle_effects (effect_key, oracle, deal_id, kind, status, "
                         "source_event, source_block, answer, txs, error, seen_at, updated_at) VALUES "
                         "(:k, :o, :d, :kind, :s, :e, :b, :a, :txs, :err, :seen, :now)"
@@ -278,14 +279,14 @@ class OracleStore:
         Returns False when an effect with this key already exists (a repeated request)."""
         with self.engine.begin() as conn:
             exists = conn.execute(
-                text("SELECT 1 FROM oracle_effects WHERE oracle = :o AND effect_key = :k"),
+                sql("SELECT 1 FROM oracle_effects WHERE oracle = :o AND effect_key = :k"),
                 {"o": self.oracle, "k": effect_key},
             ).first()
             if exists:
                 return False
             now = time.time()
             conn.execute(
-                text(
+                sql(
                     "INSERT INTO oracle_effects (effect_key, oracle, deal_id, kind, status, source_event, "
                     "source_block, answer, txs, seen_at, updated_at) VALUES "
                     "(:k, :o, :d, :kind, 'signed', :e, 0, :a, :txs, :now, :now)"
@@ -312,11 +313,11 @@ class OracleStore:
         key = {"o": self.oracle, "k": effect_key}
         with self.engine.begin() as conn:
             row = conn.execute(
-                text("SELECT seen_at FROM oracle_effects WHERE oracle = :o AND effect_key = :k"), key
+                sql("SELECT seen_at FROM oracle_effects WHERE oracle = :o AND effect_key = :k"), key
             ).first()
             latency = (now - row.seen_at) * 1000 if row else None
             conn.execute(
-                text(
+                sql(
                     "UPDATE oracle_effects SET status = :s, error = :e, done_at = :t, latency_ms = :l, "
                     "mined_block = :b, updated_at = :t WHERE oracle = :o AND effect_key = :k"
                 ),
@@ -330,14 +331,12 @@ class OracleStore:
         """Forget a parked effect and its source event, so re-reading that event tries again."""
         with self.engine.begin() as conn:
             gone = conn.execute(
-                text(
-                    "DELETE FROM oracle_effects WHERE oracle = :o AND effect_key = :k AND status = 'parked'"
-                ),
+                sql("DELETE FROM oracle_effects WHERE oracle = :o AND effect_key = :k AND status = 'parked'"),
                 {"o": self.oracle, "k": effect_key},
             ).rowcount
             if gone:
                 conn.execute(
-                    text("DELETE FROM oracle_events WHERE oracle = :o AND effect_key = :k"),
+                    sql("DELETE FROM oracle_events WHERE oracle = :o AND effect_key = :k"),
                     {"o": self.oracle, "k": effect_key},
                 )
                 self._bump(conn, "retried_parked", 1)
@@ -362,17 +361,17 @@ class OracleStore:
             if rewound_to is not None:
                 # every effect whose source event the reorg dropped counts, whether it stands or not
                 dropped = conn.execute(
-                    text("SELECT COUNT(*) FROM oracle_effects WHERE oracle = :o AND source_block > :b"),
+                    sql("SELECT COUNT(*) FROM oracle_effects WHERE oracle = :o AND source_block > :b"),
                     {"o": self.oracle, "b": rewound_to},
                 ).scalar_one()
                 conn.execute(
-                    text("DELETE FROM oracle_events WHERE oracle = :o AND block_number > :b"),
+                    sql("DELETE FROM oracle_events WHERE oracle = :o AND block_number > :b"),
                     {"o": self.oracle, "b": rewound_to},
                 )
                 self._bump(conn, "orphaned", int(dropped))
             for key in orphans:
                 conn.execute(
-                    text(
+                    sql(
                         "INSERT INTO oracle_orphans (effect_key, oracle, source_event, txs, orphaned_at) "
                         "SELECT effect_key, oracle, source_event, txs, :t FROM oracle_effects "
                         "WHERE oracle = :o AND effect_key = :k"
@@ -380,12 +379,12 @@ class OracleStore:
                     {"o": self.oracle, "k": key, "t": now},
                 )
                 conn.execute(
-                    text("DELETE FROM oracle_effects WHERE oracle = :o AND effect_key = :k"),
+                    sql("DELETE FROM oracle_effects WHERE oracle = :o AND effect_key = :k"),
                     {"o": self.oracle, "k": key},
                 )
             for key, block in mined_at.items():
                 conn.execute(
-                    text(
+                    sql(
                         "UPDATE oracle_effects SET mined_block = :b, updated_at = :t "
                         "WHERE oracle = :o AND effect_key = :k"
                     ),
@@ -393,7 +392,7 @@ class OracleStore:
                 )
             for key, txs in resend.items():
                 conn.execute(
-                    text(
+                    sql(
                         "UPDATE oracle_effects SET status = 'signed', txs = :txs, error = NULL, "
                         "done_at = NULL, mined_block = NULL, updated_at = :t "
                         "WHERE oracle = :o AND effect_key = :k"
@@ -407,12 +406,12 @@ class OracleStore:
             return
         params = {"o": self.oracle, "n": name, "v": by}
         updated = conn.execute(
-            text("UPDATE oracle_counters SET value = value + :v WHERE oracle = :o AND name = :n"),
+            sql("UPDATE oracle_counters SET value = value + :v WHERE oracle = :o AND name = :n"),
             params,
         ).rowcount
         if not updated:
             conn.execute(
-                text("INSERT INTO oracle_counters (oracle, name, value) VALUES (:o, :n, :v)"),
+                sql("INSERT INTO oracle_counters (oracle, name, value) VALUES (:o, :n, :v)"),
                 params,
             )
 
@@ -432,11 +431,11 @@ class WalletStore:
         subject = to_checksum_address(subject)
         with self.engine.begin() as conn:
             exists = conn.execute(
-                text("SELECT 1 FROM wallet_credentials WHERE hash = :h"), {"h": hash_}
+                sql("SELECT 1 FROM wallet_credentials WHERE hash = :h"), {"h": hash_}
             ).first()
             if not exists:
                 conn.execute(
-                    text(
+                    sql(
                         "INSERT INTO wallet_credentials (hash, subject, document, signature, stored_at) "
                         "VALUES (:h, :s, :d, :sig, :t)"
                     ),
@@ -454,7 +453,7 @@ class WalletStore:
         subject = to_checksum_address(subject)
         with self.engine.connect() as conn:
             rows = conn.execute(
-                text(
+                sql(
                     "SELECT hash, document FROM wallet_credentials WHERE subject = :s ORDER BY stored_at DESC"
                 ),
                 {"s": subject},
@@ -464,7 +463,7 @@ class WalletStore:
     def get(self, hash_: str) -> tuple[dict[str, Any], str] | None:
         with self.engine.connect() as conn:
             row = conn.execute(
-                text("SELECT document, signature FROM wallet_credentials WHERE hash = :h"),
+                sql("SELECT document, signature FROM wallet_credentials WHERE hash = :h"),
                 {"h": hash_},
             ).first()
         return (json.loads(row.document), row.signature) if row else None

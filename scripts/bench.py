@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -31,9 +34,10 @@ from eth_account.signers.local import LocalAccount
 from chain.config import Config, load_config
 from chain.deploy import deploy_project
 from chain.eip712 import sign_typed_data
-from chain.events import EventStream
+from chain.events import EventStream, LogHub
 from chain.rpc import Rpc, raise_errors
 from chain.session import ChainSession
+from chain.subscribe import HeadFeed, ws_url
 from chain.txsign import TxSigner
 from pipeline.adapters.protocols import CredentialKind
 from pipeline.credentials import issue_credential
@@ -54,6 +58,11 @@ SETTLE_TIMEOUT_S = 120.0  # a deal's wait for its end under automine
 # deals in flight with it: the wait for its end grows with both.
 SETTLE_BLOCKS, SETTLE_BLOCKS_PER_DEAL_IN_FLIGHT = 60, 8
 RECEIPT_BLOCKS = 30  # a receipt's wait, in blocks: the network's timeout is in seconds
+# A permissioned network's block gas limit for the block-time mode: at 40 deals/s of ~770,000 gas
+# a 30 M block (the development default) is full every second, and an EIP-1559 base fee then grows
+# 12.5% a block until the transactions' fee cap falls behind it and the node drops them.
+BLOCK_TIME_GAS_LIMIT = 100_000_000
+POLL_S = 0.01  # the oracles' and the automation's wait between polls when caught up
 
 
 def node_ceiling(session: ChainSession, count: int = 1000, batch: int = 200) -> float:
@@ -137,8 +146,12 @@ class Finish:
 
     def __init__(self, session: ChainSession, services: Services) -> None:
         escrow = services.brokerage.escrow
+        rpc = Rpc(session.rpc.urls, timeout=session.rpc.timeout)
+        # heads pushed: its idle polls (every 5 ms) ask the node nothing and cost this process
+        # (whose CPU is the pipeline's measure) next to nothing
+        self.hub = LogHub(rpc, feed=HeadFeed(ws_url(rpc.url)) if session.network.subscribe else None)
         self.stream = EventStream(
-            Rpc(session.rpc.urls, timeout=session.rpc.timeout),
+            self.hub,
             {escrow.address: (escrow.name, escrow.abi)},
             # deals it waits for are opened after it starts; older history (a growth run's
             # thousands of seeded deals) is not its business
@@ -209,6 +222,7 @@ class Bench:
         if self.finish:
             self.finish.stop.set()
             self.finish.thread.join(timeout=5)
+            self.finish.hub.close()
 
     def prepare(self, _index: int = 0) -> Prepared:
         seller, buyer = Account.create(), Account.create()
@@ -238,12 +252,15 @@ class Bench:
                     self.s.sender("issuer"), "anchor", h, int(kind), buyer.address, now + 365 * DAY
                 )
             self.b.submit_credential(doc.model_dump(mode="json"), sig)
+        # the buyer's own money, paid in at its bank before the deal (its savings): in the timed
+        # part the institutions' keys are the oracles' alone, which may run in a process of their own
+        self.b.lender_oracle.issue_deposit(f"bench-{pid}", buyer.address, PRICE - LOAN)
         return Prepared(seller, buyer, pid)
 
     def start(self, p: Prepared) -> int:
-        """The broker opens the deal with both parties' acceptances of its draft, the buyer pays
-        its own part in at the bank and signs one permit; from there the pipeline runs the deal by
-        itself."""
+        """The broker opens the deal with both parties' acceptances of its draft, and the buyer
+        signs one permit (its own part is in at the bank already); from there the pipeline runs
+        the deal by itself."""
         now = self.b.now()
         terms = DealTerms(
             parcelId=p.parcel,
@@ -265,16 +282,13 @@ class Bench:
         }
         own, deadline = PRICE - LOAN, now + 90 * DAY
         permit = sign_typed_data(p.buyer, self.b.owner_permit_typed_data(p.buyer.address, own, deadline))
-        # three independent transactions, sent at once: the deal opened with both acceptances, the
-        # buyer's money paid in at its bank, the buyer's permit for the escrow
-        with ThreadPoolExecutor(3) as pool:
-            opened = pool.submit(self.b.open_signed_deal, self.broker, terms, acceptances)
-            cash = pool.submit(self.b.lender_oracle.issue_deposit, f"bench-{p.parcel}", p.buyer.address, own)
+        # two independent transactions, sent at once: the deal opened with both acceptances, and
+        # the buyer's permit for the escrow
+        with ThreadPoolExecutor(1) as pool:
             permitted = pool.submit(
                 self.b.submit_owner_permit, self.broker, p.buyer.address, own, deadline, permit
             )
-            deal, _ = opened.result()
-            cash.result()
+            deal, _ = self.b.open_signed_deal(self.broker, terms, acceptances)
             permitted.result()
         return deal
 
@@ -363,7 +377,8 @@ def node_deal_ceiling(session: ChainSession, deals: int) -> float:
 
 def _with_block_time(config: Config, network: str | None, block_time: float) -> Config:
     """The config with the bench's network mining a block every `block_time` s (this run's node
-    only), and waiting for a receipt at least RECEIPT_BLOCKS blocks."""
+    only) with blocks of BLOCK_TIME_GAS_LIMIT gas, and waiting for a receipt at least
+    RECEIPT_BLOCKS blocks."""
     name, net = config.network(network)
     if block_time <= 0:
         raise SystemExit("--block-time: seconds, more than 0")
@@ -371,8 +386,11 @@ def _with_block_time(config: Config, network: str | None, block_time: float) -> 
         raise SystemExit(f"--block-time: network {name!r} is not an embedded anvil or hardhat node")
     if net.cmd == "anvil" and not float(block_time).is_integer():
         raise SystemExit("--block-time: whole seconds on anvil (its evm_setIntervalMining takes no less)")
+    gas_limit = max(net.cmd_settings.gas_limit, BLOCK_TIME_GAS_LIMIT)
     update = {
-        "cmd_settings": net.cmd_settings.model_copy(update={"block_time": block_time}),
+        "cmd_settings": net.cmd_settings.model_copy(
+            update={"block_time": block_time, "gas_limit": gas_limit}
+        ),
         "timeout": max(net.timeout, RECEIPT_BLOCKS * block_time),
     }
     return config.model_copy(update={"networks": {**config.networks, name: net.model_copy(update=update)}})
@@ -390,6 +408,36 @@ def _interval_mining(session: ChainSession, block_time: float) -> None:
     # anvil takes whole seconds, hardhat milliseconds
     interval = round(block_time * 1000) if session.network.cmd == "hardhat" else int(block_time)
     session.rpc.call("evm_setIntervalMining", [interval])
+
+
+class OracleWorker:
+    """The institutions' oracles (and their reference back offices) as `deedchain oracles`, a
+    process of their own on the same node and databases: the pipeline's second core. Its CPU
+    and its JSON-RPC calls count as the pipeline's."""
+
+    def __init__(self, session: ChainSession, services: Services, poll: float) -> None:
+        urls = services.institutions.urls
+        self.cmd = [
+            sys.executable, "-m", "scripts.cli", "oracles", "--rpc", session.rpc.url,
+            "--deployments", str(session.deployments_dir), "--db", urls["oracles"],
+            "--registry-db", urls["registry"], "--lender-db", urls["lender"], "--bank-db", urls["bank"],
+            "--known-issuer", session.signers["issuer"].address, "--poll", str(poll),
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert self.proc.stdout is not None
+        ready = self.proc.stdout.readline()  # "oracles running on chain ...", once they recovered
+        if not ready.startswith("oracles running"):
+            raise RuntimeError(f"the oracles' process did not start: {ready!r}")
+
+    def cpu(self) -> float | None:
+        return cpu_seconds(self.proc.pid)
+
+    def stop(self) -> dict[str, Any]:
+        """Stop it; its last line: the JSON-RPC calls and HTTP requests it made."""
+        self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=30)
+        lines = [line for line in out.strip().splitlines() if line.startswith("{")]
+        return json.loads(lines[-1]) if lines else {}
 
 
 def run_bench(
@@ -418,26 +466,34 @@ def run_bench(
             _automine(session)
         deploy_project(session)
         ceiling = node_ceiling(session)
-        services = Services.build(session, Path(tmp), poll_interval=0.01).start()
+        services = Services.build(session, Path(tmp), poll_interval=POLL_S).start()
         bench = Bench(session, services, settle_timeout=settle_timeout)
-        rpc = session.rpc  # the pipeline's client: the broker's calls, the automation's, the oracles'
+        rpc = session.rpc  # this process's client: the broker's calls, the automation's
+        worker: OracleWorker | None = None
         try:
             with ThreadPoolExecutor(concurrency) as pool:
                 prepared = list(pool.map(bench.prepare, range(deals)))
+            # the oracles move to their own process: the second core
+            services.institutions.stop()
+            worker = OracleWorker(session, services, POLL_S)
             node_pid = session.node.process.pid if session.node and session.node.process else None
             block_ms = [empty_block_ms(session)]
             if block_time is not None:
                 _interval_mining(session, block_time)
             first_block = int(session.rpc.call("eth_blockNumber"), 16)
-            cpu_before = cpu_seconds(), cpu_seconds(node_pid)
+            cpu_before = cpu_seconds(), cpu_seconds(node_pid), worker.cpu()
             rpc_before = rpc.calls, rpc.requests
             started = time.perf_counter()
             # `concurrency` deals in flight: a worker takes the next deal when its deal has ended
             with ThreadPoolExecutor(concurrency) as pool:
                 results = list(pool.map(bench.run, prepared))
             seconds = time.perf_counter() - started
-            cpu_after = cpu_seconds(), cpu_seconds(node_pid)
+            cpu_after = cpu_seconds(), cpu_seconds(node_pid), worker.cpu()
             rpc_after = rpc.calls, rpc.requests
+            worked = worker.stop()  # its calls from its start: a little more than the timed window's
+            worker = None
+            for o in services.institutions.oracles:
+                o.sender.resync()  # the worker used their keys
             blocks = int(session.rpc.call("eth_blockNumber"), 16) - first_block
             if block_time is not None:
                 _automine(session)  # the node's own measures below, as in the automine mode
@@ -449,6 +505,8 @@ def run_bench(
                     r["txs"], r["gas"], r["blocks"] = bench.cost(r["deal"])
             unsettled = [bench.stalled(r["deal"]) for r in results if not r["settled"]]
         finally:
+            if worker is not None:
+                worker.stop()
             bench.close()
             services.stop()
         deal_ceiling = node_deal_ceiling(session, deals)
@@ -470,7 +528,11 @@ def run_bench(
         "latency_p95_s": round(percentile([r["seconds"] for r in settled], 95) or 0, 3),
         "oracle_reaction_p95_ms": round(max(reactions), 1) if reactions else None,
         # where the time goes: CPU per settled deal in this process and in the node
-        "pipeline_cpu_ms_per_deal": _per_deal(cpu_before[0], cpu_after[0], len(settled)),
+        "pipeline_cpu_ms_per_deal": _per_deal(
+            _sum(cpu_before[0], cpu_before[2]), _sum(cpu_after[0], cpu_after[2]), len(settled)
+        ),
+        # of which the oracles' process (the institutions' oracles with their reference back offices)
+        "oracles_cpu_ms_per_deal": _per_deal(cpu_before[2], cpu_after[2], len(settled)),
         "node_cpu_ms_per_deal": _per_deal(cpu_before[1], cpu_after[1], len(settled)),
         # what bounds the node under automine: blocks per deal times its cost per block
         "blocks_per_deal": round(blocks / max(1, len(settled)), 2),
@@ -482,8 +544,12 @@ def run_bench(
         "blocks_per_deal_p95": percentile(spans, 95),
         # the pipeline's JSON-RPC calls (a batch's each; the broker's part included, the bench's
         # watching for deal ends not), and the HTTP requests that carried them
-        "rpc_requests_per_deal": _per_deal(rpc_before[0], rpc_after[0], len(settled), 1),
-        "rpc_http_requests_per_deal": _per_deal(rpc_before[1], rpc_after[1], len(settled), 1),
+        "rpc_requests_per_deal": _per_deal(
+            rpc_before[0], rpc_after[0] + worked.get("rpc_calls", 0), len(settled), 1
+        ),
+        "rpc_http_requests_per_deal": _per_deal(
+            rpc_before[1], rpc_after[1] + worked.get("rpc_requests", 0), len(settled), 1
+        ),
         "node_deal_ceiling_per_s": round(deal_ceiling, 2),
         "ratio_to_deal_ceiling": round(deals_per_s / deal_ceiling, 4),
         # a deal that did not settle in time: where it stands, for the team to look into
@@ -494,6 +560,10 @@ def run_bench(
             print(f"{key:27} {value}")
     print(json.dumps(out))
     return 0 if len(settled) == deals else 1
+
+
+def _sum(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a + b
 
 
 def _per_deal(before: float | None, after: float | None, deals: int, scale: float = 1000) -> float | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import time
@@ -116,6 +117,8 @@ def _cmd_oracles(args: argparse.Namespace) -> int:
         stop.wait()
     finally:
         threads.stop()
+        # what it asked the node, for whoever measures (the bench)
+        print(json.dumps({"rpc_calls": session.rpc.calls, "rpc_requests": session.rpc.requests}), flush=True)
         session.close()
     return 0
 

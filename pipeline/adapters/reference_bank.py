@@ -18,7 +18,7 @@ from fractions import Fraction
 from typing import Any, TypeVar
 
 from eth_utils import to_checksum_address
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.adapters.protocols import (
@@ -39,6 +39,7 @@ from pipeline.adapters.protocols import (
 )
 from pipeline.adapters.request_log import BackOffice
 from pipeline.credentials import verify_presented
+from pipeline.db import sql
 from pipeline.errors import PipelineValueError
 
 A = TypeVar("A", bound=Payload)
@@ -217,7 +218,7 @@ class ReferenceBank(BackOffice):
         try:
             with self.engine.begin() as conn:
                 conn.execute(
-                    text(
+                    sql(
                         "INSERT INTO bank_customers (address, name, annual_income,"
                         " other_annual_debt_service, cash, opened_at)"
                         " VALUES (:a, :n, :i, :d, :c, :t)"
@@ -241,7 +242,7 @@ class ReferenceBank(BackOffice):
         with self.engine.connect() as conn:
             row = (
                 conn.execute(
-                    text(
+                    sql(
                         "SELECT address, name, annual_income, other_annual_debt_service, cash,"
                         " opened_at FROM bank_customers WHERE address = :a"
                     ),
@@ -256,7 +257,7 @@ class ReferenceBank(BackOffice):
         """The loan booked for a deal (status 'approved' or 'disbursed'), or None."""
         with self.engine.connect() as conn:
             row = (
-                conn.execute(text("SELECT * FROM bank_loans WHERE deal_id = :d"), {"d": deal_id})
+                conn.execute(sql("SELECT * FROM bank_loans WHERE deal_id = :d"), {"d": deal_id})
                 .mappings()
                 .first()
             )
@@ -267,7 +268,7 @@ class ReferenceBank(BackOffice):
         with self.engine.connect() as conn:
             row = (
                 conn.execute(
-                    text("SELECT * FROM bank_mortgages_held WHERE parcel_id = :p AND registry_entry = :e"),
+                    sql("SELECT * FROM bank_mortgages_held WHERE parcel_id = :p AND registry_entry = :e"),
                     {"p": parcel_id.lower(), "e": registry_entry},
                 )
                 .mappings()
@@ -287,7 +288,7 @@ class ReferenceBank(BackOffice):
         with self.engine.begin() as conn:
             account = self._next_account(conn)
             conn.execute(
-                text(
+                sql(
                     "INSERT INTO bank_mortgages_held (loan_account, parcel_id, debtor,"
                     " outstanding, registry_entry, booked_at) VALUES (:l, :p, :d, :o, :e, :t)"
                 ),
@@ -309,7 +310,7 @@ class ReferenceBank(BackOffice):
 
         def work(conn: Connection) -> LoanDecision:
             stored = conn.execute(
-                text("SELECT answer FROM bank_decisions WHERE deal_id = :d"),
+                sql("SELECT answer FROM bank_decisions WHERE deal_id = :d"),
                 {"d": application.deal_id},
             ).first()
             if stored is not None:
@@ -317,7 +318,7 @@ class ReferenceBank(BackOffice):
             decision = self._decide(conn, application)
             now = self.clock()
             conn.execute(
-                text(
+                sql(
                     "INSERT INTO bank_decisions (deal_id, buyer, parcel_id, approved, reason,"
                     " amount, rate_bps, term_months, max_secured, detail, answer, decided_at)"
                     " VALUES (:d, :b, :p, :ap, :r, :am, :rate, :term, :ms, :det, :ans, :t)"
@@ -339,7 +340,7 @@ class ReferenceBank(BackOffice):
             )
             if decision.approved:
                 conn.execute(
-                    text(
+                    sql(
                         "INSERT INTO bank_loans (loan_account, deal_id, borrower, parcel_id,"
                         " amount, rate_bps, term_months, max_secured, status, created_at)"
                         " VALUES (:l, :d, :b, :p, :am, :rate, :term, :ms, 'approved', :t)"
@@ -366,7 +367,7 @@ class ReferenceBank(BackOffice):
         def work(conn: Connection) -> DisbursementAnswer:
             loan = (
                 conn.execute(
-                    text(
+                    sql(
                         "SELECT loan_account, borrower, parcel_id, amount, status"
                         " FROM bank_loans WHERE deal_id = :d"
                     ),
@@ -391,7 +392,7 @@ class ReferenceBank(BackOffice):
                 return answer
             now = self.clock()
             conn.execute(
-                text(
+                sql(
                     "UPDATE bank_loans SET status = 'disbursed', disbursed_at = :t"
                     " WHERE loan_account = :l AND status = 'approved'"
                 ),
@@ -399,7 +400,7 @@ class ReferenceBank(BackOffice):
             )
             # once disbursed the loan is secured on the parcel it financed
             conn.execute(
-                text(
+                sql(
                     "INSERT INTO bank_mortgages_held (loan_account, parcel_id, debtor,"
                     " outstanding, registry_entry, booked_at) VALUES (:l, :p, :d, :o, NULL, :t)"
                 ),
@@ -421,7 +422,7 @@ class ReferenceBank(BackOffice):
         def work(conn: Connection) -> PayoffQuote:
             rows = (
                 conn.execute(
-                    text(
+                    sql(
                         "SELECT loan_account, outstanding, registry_entry FROM bank_mortgages_held"
                         " WHERE parcel_id = :p AND debtor = :d AND outstanding > 0"
                         " ORDER BY loan_account"
@@ -451,7 +452,7 @@ class ReferenceBank(BackOffice):
         def work(conn: Connection) -> MortgageBooked:
             row = (
                 conn.execute(
-                    text(
+                    sql(
                         "SELECT outstanding, registry_entry FROM bank_mortgages_held WHERE loan_account = :a"
                     ),
                     {"a": update.loan_account},
@@ -464,7 +465,7 @@ class ReferenceBank(BackOffice):
             entry = update.registry_entry if update.registry_entry is not None else row["registry_entry"]
             outstanding = max(0, int(row["outstanding"]) - update.repaid)
             conn.execute(
-                text(
+                sql(
                     "UPDATE bank_mortgages_held SET outstanding = :o, registry_entry = :e"
                     " WHERE loan_account = :a"
                 ),
@@ -484,11 +485,11 @@ class ReferenceBank(BackOffice):
             customer = _checksum(request.customer)
             if request.direction == "withdrawal":
                 conn.execute(
-                    text("UPDATE bank_customers SET cash = cash + :a WHERE address = :c"),
+                    sql("UPDATE bank_customers SET cash = cash + :a WHERE address = :c"),
                     {"a": request.amount, "c": customer},
                 )
             row = conn.execute(
-                text("SELECT cash FROM bank_customers WHERE address = :c"), {"c": customer}
+                sql("SELECT cash FROM bank_customers WHERE address = :c"), {"c": customer}
             ).first()
             if row is None:
                 return CashAnswer(
@@ -507,7 +508,7 @@ class ReferenceBank(BackOffice):
     def _decide(self, conn: Connection, application: LoanApplication) -> LoanDecision:
         buyer = _checksum(application.buyer)
         customer = conn.execute(
-            text("SELECT other_annual_debt_service FROM bank_customers WHERE address = :a"),
+            sql("SELECT other_annual_debt_service FROM bank_customers WHERE address = :a"),
             {"a": buyer},
         ).first()
         if customer is None:
@@ -591,13 +592,13 @@ class ReferenceBank(BackOffice):
 
     def _next_account(self, conn: Connection) -> str:
         conn.execute(
-            text(
+            sql(
                 "INSERT INTO bank_counters (name, value) VALUES ('loan_account', 0)"
                 " ON CONFLICT (name) DO NOTHING"
             )
         )
-        conn.execute(text("UPDATE bank_counters SET value = value + 1 WHERE name = 'loan_account'"))
-        value = conn.execute(text("SELECT value FROM bank_counters WHERE name = 'loan_account'")).scalar_one()
+        conn.execute(sql("UPDATE bank_counters SET value = value + 1 WHERE name = 'loan_account'"))
+        value = conn.execute(sql("SELECT value FROM bank_counters WHERE name = 'loan_account'")).scalar_one()
         return f"L-{int(value):06d}"
 
 

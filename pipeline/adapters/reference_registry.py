@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, TypeVar
 
 from eth_utils import to_checksum_address
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.adapters.protocols import (
@@ -45,6 +45,7 @@ from pipeline.adapters.protocols import (
     TransferCheckRequest,
 )
 from pipeline.adapters.request_log import BackOffice
+from pipeline.db import sql
 from pipeline.domain import GapguKind, LandUse
 from pipeline.domain import parcel_id as parcel_id_of
 from pipeline.errors import PipelineValueError
@@ -268,7 +269,7 @@ class ReferenceRegistry(BackOffice):
             with self.engine.begin() as conn:
                 receipt = self._next_receipt(conn, "REG", now)
                 conn.execute(
-                    text(
+                    sql(
                         "INSERT INTO registry_parcels (parcel_id, number, address, area_m2_x100,"
                         " land_use, housing, owner, gapgu_length, eulgu_length,"
                         " mortgages_registered, registered_at)"
@@ -374,14 +375,14 @@ class ReferenceRegistry(BackOffice):
     def list_parcels(self) -> list[ParcelRecord]:
         """Every register, by parcel number."""
         with self.engine.connect() as conn:
-            ids = conn.execute(text("SELECT parcel_id FROM registry_parcels ORDER BY number")).scalars()
+            ids = conn.execute(sql("SELECT parcel_id FROM registry_parcels ORDER BY number")).scalars()
             records = [self._read(conn, pid) for pid in list(ids)]
         return [r for r in records if r is not None]
 
     def tax_record(self, receipt_no: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = (
-                conn.execute(text("SELECT * FROM registry_taxes WHERE receipt_no = :r"), {"r": receipt_no})
+                conn.execute(sql("SELECT * FROM registry_taxes WHERE receipt_no = :r"), {"r": receipt_no})
                 .mappings()
                 .first()
             )
@@ -390,7 +391,7 @@ class ReferenceRegistry(BackOffice):
     def report_record(self, deal_id: int) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = (
-                conn.execute(text("SELECT * FROM registry_reports WHERE deal_id = :d"), {"d": deal_id})
+                conn.execute(sql("SELECT * FROM registry_reports WHERE deal_id = :d"), {"d": deal_id})
                 .mappings()
                 .first()
             )
@@ -431,7 +432,7 @@ class ReferenceRegistry(BackOffice):
             now = self.clock()
             receipt = self._next_receipt(conn, "TAX", now)
             conn.execute(
-                text(
+                sql(
                     "INSERT INTO registry_taxes (receipt_no, deal_id, parcel_id, buyer, price,"
                     " rate_bps, tax, issued_at) VALUES (:r, :d, :p, :b, :price, :rate, :tax, :t)"
                 ),
@@ -477,7 +478,7 @@ class ReferenceRegistry(BackOffice):
                 )
             receipt = self._next_receipt(conn, "RPT", now)
             conn.execute(
-                text(
+                sql(
                     "INSERT INTO registry_reports (receipt_no, deal_id, parcel_id, seller, buyer,"
                     " price, contract_time, filed_at)"
                     " VALUES (:r, :d, :p, :s, :b, :price, :ct, :t)"
@@ -521,7 +522,7 @@ class ReferenceRegistry(BackOffice):
                 )
             tax = (
                 conn.execute(
-                    text("SELECT * FROM registry_taxes WHERE receipt_no = :r"),
+                    sql("SELECT * FROM registry_taxes WHERE receipt_no = :r"),
                     {"r": request.tax_receipt},
                 )
                 .mappings()
@@ -568,7 +569,7 @@ class ReferenceRegistry(BackOffice):
                     now,
                 )
             conn.execute(
-                text(
+                sql(
                     "INSERT INTO registry_registrations (receipt_no, deal_id, parcel_id, seller,"
                     " buyer, price, tax_receipt, registered_at)"
                     " VALUES (:r, :d, :p, :s, :b, :price, :tax, :t)"
@@ -596,7 +597,7 @@ class ReferenceRegistry(BackOffice):
         """A deal's earlier filing of this kind (a repeat answers with it), or None; one with
         other particulars is a conflict."""
         row = (
-            conn.execute(text(f"SELECT * FROM {table} WHERE deal_id = :d"), {"d": deal_id}).mappings().first()
+            conn.execute(sql(f"SELECT * FROM {table} WHERE deal_id = :d"), {"d": deal_id}).mappings().first()
         )
         if row is not None and any(row[k] != v for k, v in particulars.items()):
             raise FilingConflict(
@@ -617,7 +618,7 @@ class ReferenceRegistry(BackOffice):
                 detail=f"the register names {parcel['owner']} as owner, not {seller}",
             )
         blocking = conn.execute(
-            text(
+            sql(
                 "SELECT idx, kind FROM registry_entries WHERE parcel_id = :p"
                 " AND section = 'gapgu' AND active = 1 AND kind <> 'ownership' ORDER BY idx"
             ),
@@ -631,7 +632,7 @@ class ReferenceRegistry(BackOffice):
     def _parcel_row(self, conn: Connection, parcel_id: str) -> Any:
         return (
             conn.execute(
-                text("SELECT * FROM registry_parcels WHERE parcel_id = :p"),
+                sql("SELECT * FROM registry_parcels WHERE parcel_id = :p"),
                 {"p": parcel_id.lower()},
             )
             .mappings()
@@ -642,7 +643,7 @@ class ReferenceRegistry(BackOffice):
         """Take the parcel's row lock (PostgreSQL) / the write lock (SQLite) before reading
         what a write depends on; raises UnknownParcel."""
         touched = conn.execute(
-            text("UPDATE registry_parcels SET gapgu_length = gapgu_length WHERE parcel_id = :p"),
+            sql("UPDATE registry_parcels SET gapgu_length = gapgu_length WHERE parcel_id = :p"),
             {"p": parcel_id.lower()},
         ).rowcount
         if touched == 0:
@@ -651,7 +652,7 @@ class ReferenceRegistry(BackOffice):
     def _entry(self, conn: Connection, parcel_id: str, section: str, index: int) -> Any:
         row = (
             conn.execute(
-                text("SELECT * FROM registry_entries WHERE parcel_id = :p AND section = :s AND idx = :i"),
+                sql("SELECT * FROM registry_entries WHERE parcel_id = :p AND section = :s AND idx = :i"),
                 {"p": parcel_id.lower(), "s": section, "i": index},
             )
             .mappings()
@@ -687,20 +688,20 @@ class ReferenceRegistry(BackOffice):
         pid = parcel_id.lower()
         column = "gapgu_length" if section == "gapgu" else "eulgu_length"
         conn.execute(
-            text(f"UPDATE registry_parcels SET {column} = {column} + 1 WHERE parcel_id = :p"),
+            sql(f"UPDATE registry_parcels SET {column} = {column} + 1 WHERE parcel_id = :p"),
             {"p": pid},
         )
         index = (
             int(
                 conn.execute(
-                    text(f"SELECT {column} FROM registry_parcels WHERE parcel_id = :p"),
+                    sql(f"SELECT {column} FROM registry_parcels WHERE parcel_id = :p"),
                     {"p": pid},
                 ).scalar_one()
             )
             - 1
         )
         conn.execute(
-            text(
+            sql(
                 "INSERT INTO registry_entries (parcel_id, section, idx, kind, holder, debtor,"
                 " amount, rank, ref, receipt, recorded_at, active, closed_by)"
                 " VALUES (:p, :s, :i, :k, :h, :d, :a, :rank, :ref, :r, :t, :active, NULL)"
@@ -725,7 +726,7 @@ class ReferenceRegistry(BackOffice):
     def _append_ownership(self, conn: Connection, parcel_id: str, owner: str, receipt: str, now: int) -> int:
         index = self._append(conn, parcel_id, "gapgu", "ownership", receipt=receipt, now=now, holder=owner)
         conn.execute(
-            text("UPDATE registry_parcels SET owner = :o WHERE parcel_id = :p"),
+            sql("UPDATE registry_parcels SET owner = :o WHERE parcel_id = :p"),
             {"o": owner, "p": parcel_id.lower()},
         )
         return index
@@ -744,7 +745,7 @@ class ReferenceRegistry(BackOffice):
             raise EntryRefused(f"채권최고액 {max_secured}: must be 1..{MAX_WON} won")
         pid = parcel_id.lower()
         active = conn.execute(
-            text(
+            sql(
                 "SELECT COUNT(*) FROM registry_entries WHERE parcel_id = :p AND section = 'eulgu'"
                 " AND kind = 'mortgage' AND active = 1"
             ),
@@ -753,7 +754,7 @@ class ReferenceRegistry(BackOffice):
         if int(active) >= MAX_ACTIVE_MORTGAGES:
             raise EntryRefused(f"parcel {pid} already has {MAX_ACTIVE_MORTGAGES} active mortgages")
         conn.execute(
-            text(
+            sql(
                 "UPDATE registry_parcels SET mortgages_registered = mortgages_registered + 1"
                 " WHERE parcel_id = :p"
             ),
@@ -761,7 +762,7 @@ class ReferenceRegistry(BackOffice):
         )
         rank = int(
             conn.execute(
-                text("SELECT mortgages_registered FROM registry_parcels WHERE parcel_id = :p"),
+                sql("SELECT mortgages_registered FROM registry_parcels WHERE parcel_id = :p"),
                 {"p": pid},
             ).scalar_one()
         )
@@ -793,7 +794,7 @@ class ReferenceRegistry(BackOffice):
             conn, parcel_id, section, kind, receipt=receipt, now=now, ref=index, active=False
         )
         conn.execute(
-            text(
+            sql(
                 "UPDATE registry_entries SET active = 0, closed_by = :c"
                 " WHERE parcel_id = :p AND section = :s AND idx = :i"
             ),
@@ -805,18 +806,18 @@ class ReferenceRegistry(BackOffice):
         year = datetime.fromtimestamp(now, UTC).astimezone(KST).year
         params = {"k": kind, "y": year}
         conn.execute(
-            text(
+            sql(
                 "INSERT INTO registry_counters (kind, year, value) VALUES (:k, :y, 0)"
                 " ON CONFLICT (kind, year) DO NOTHING"
             ),
             params,
         )
         conn.execute(
-            text("UPDATE registry_counters SET value = value + 1 WHERE kind = :k AND year = :y"),
+            sql("UPDATE registry_counters SET value = value + 1 WHERE kind = :k AND year = :y"),
             params,
         )
         value = conn.execute(
-            text("SELECT value FROM registry_counters WHERE kind = :k AND year = :y"), params
+            sql("SELECT value FROM registry_counters WHERE kind = :k AND year = :y"), params
         ).scalar_one()
         receipt = f"{year}-{kind}-{int(value):06d}"
         assert len(receipt.encode("ascii")) <= 32
@@ -825,7 +826,7 @@ class ReferenceRegistry(BackOffice):
     def _entry_rows(self, conn: Connection, parcel_id: str) -> Sequence[Any]:
         return (
             conn.execute(
-                text(
+                sql(
                     "SELECT * FROM registry_entries WHERE parcel_id = :p"
                     " ORDER BY CASE section WHEN 'gapgu' THEN 0 ELSE 1 END, idx"
                 ),

@@ -9,11 +9,11 @@ import time
 from collections.abc import Callable
 from typing import ClassVar, TypeVar
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.adapters.protocols import Payload
-from pipeline.db import make_engine
+from pipeline.db import make_engine, sql
 from pipeline.errors import PipelineValueError
 
 A = TypeVar("A", bound=Payload)
@@ -46,7 +46,7 @@ def run_once(
         try:
             with engine.begin() as conn:
                 row = conn.execute(
-                    text(f"SELECT fingerprint, answer FROM {table} WHERE request_id = :r AND method = :m"),
+                    sql(f"SELECT fingerprint, answer FROM {table} WHERE request_id = :r AND method = :m"),
                     {"r": request_id, "m": method},
                 ).first()
                 if row is not None:
@@ -55,7 +55,7 @@ def run_once(
                     return answer_type.model_validate_json(row.answer)
                 answer = work(conn)
                 conn.execute(
-                    text(
+                    sql(
                         f"INSERT INTO {table} (request_id, method, fingerprint, answer, created_at)"
                         " VALUES (:r, :m, :f, :a, :t)"
                     ),
@@ -85,7 +85,7 @@ class BackOffice:
     def create_schema(self) -> None:
         with self.engine.begin() as conn:
             for statement in self.SCHEMA:
-                conn.execute(text(statement))
+                conn.execute(sql(statement))
 
     def close(self) -> None:
         """Dispose of the engine if this back office created it from a URL."""

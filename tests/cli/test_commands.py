@@ -104,6 +104,7 @@ def test_serve_answers_stops_cleanly_and_resumes(project_copy):
 
 BENCH_FIELDS = {
     "deals", "settled", "seconds", "deals_per_s", "tx_per_deal", "gas_per_deal", "node_ceiling_tx_per_s",
+    "oracles_cpu_ms_per_deal",
     "ratio_to_ceiling", "latency_p50_s", "latency_p95_s", "oracle_reaction_p95_ms",
     "pipeline_cpu_ms_per_deal", "node_cpu_ms_per_deal", "blocks_per_deal", "node_empty_block_ms",
     "node_ceiling_end_tx_per_s", "block_time_s", "blocks_per_deal_p50", "blocks_per_deal_p95",
