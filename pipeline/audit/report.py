@@ -38,6 +38,16 @@ def property_report(state: AuditState, key: str) -> dict[str, Any]:
     }
 
 
+def _deals_per_tx(state: AuditState, txs: set[str]) -> dict[str, int]:
+    """For each of `txs`, how many deals have a step in it."""
+    deals: dict[str, set[int]] = {tx: set() for tx in txs}
+    for deal_id, deal in state.deals.items():
+        for step in deal.steps:
+            if step.tx in deals:
+                deals[step.tx].add(deal_id)
+    return {tx: len(found) for tx, found in deals.items()}
+
+
 def deal_report(state: AuditState, deal_id: int, lookups: Lookups | None) -> dict[str, Any]:
     """Every step of a deal: who acted (address and role), amounts, tx, block, time and gas.
 
@@ -48,6 +58,7 @@ def deal_report(state: AuditState, deal_id: int, lookups: Lookups | None) -> dic
         raise LookupError(f"no deal {deal_id} in the events up to block {state.head}")
     if lookups is not None:
         lookups.prefetch([s.block for s in d.steps], [s.tx for s in d.steps])
+    carried = _deals_per_tx(state, {s.tx for s in d.steps})
     steps = []
     gas_seen: set[str] = set()
     for s in d.steps:
@@ -60,6 +71,9 @@ def deal_report(state: AuditState, deal_id: int, lookups: Lookups | None) -> dic
             "tx": s.tx,
             "block": s.block,
             "log_index": s.log_index,
+            # how many deals' steps the transaction carried: more than 1 for a batch call
+            # (settleMany, payMany, ...), whose gas the deals share
+            "batch_deals": carried[s.tx],
         }
         if lookups is not None:
             sender, gas = lookups.tx(s.tx)
@@ -160,6 +174,8 @@ def deal_text(r: dict[str, Any]) -> str:
         )
         who = f"{s.get('by') or s['actor'] or '-'} ({s.get('by_role') or s['actor_role'] or '-'})"
         gas = f" gas {s['gas']:,}" if s.get("gas") is not None and s.get("gas_counted") else ""
+        if s["batch_deals"] > 1:
+            gas += f" (a batch of {s['batch_deals']} deals)"
         lines.append(
             f"  {s.get('time') or '':20} block {s['block']:>6} {s['step']:<22} {who}  {amounts}{gas}"
             f"  tx {s['tx']}"
@@ -282,6 +298,7 @@ def render_html(report: dict[str, Any]) -> str:
                     "actor_role",
                     "details",
                     "gas",
+                    "batch_deals",
                     "tx",
                 ],
             )

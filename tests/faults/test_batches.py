@@ -13,6 +13,10 @@ import pytest
 
 from chain.session import ChainSession
 from chain.txsign import TxSigner
+from pipeline.audit.replay import Lookups, Replayer
+from pipeline.audit.report import deal_report, deal_text, render_html
+from pipeline.audit.source import AuditChain
+from pipeline.audit.verify import verify
 from pipeline.domain import State, receipt
 from pipeline.oracles.base import Oracle
 from pipeline.service import Services
@@ -77,6 +81,23 @@ def test_due_effects_of_one_kind_in_one_poll_go_out_as_one_transaction(
     assert sum(sent.values()) == 4 + 2
     carried = campaign.shared_txs()
     assert sorted(carried.values()) == [8] * 6, carried
+
+    # the auditors' rebuild: every deal's timeline from the chain, the batch transactions in each
+    # of the eight, and the rebuilt state consistent with the views and the registry's books
+    audit = AuditChain.from_session(chain)
+    state = Replayer().run(audit)
+    audited = [deal_report(state, d.id, Lookups(chain.rpc)) for d in campaign.deals]
+    assert {r["state"] for r in audited} == {"settled"}
+    opened = [next(s for s in r["steps"] if s["step"] == "DealOpened") for r in audited]
+    for report, first in zip(audited, opened, strict=True):
+        accepted = [s for s in report["steps"] if s["step"] == "TermsAccepted"]
+        assert [s["tx"] for s in accepted] == [first["tx"]] * 2  # opened signed, in one transaction
+    settled = {next(s["tx"] for s in r["steps"] if s["step"] == "DealSettled") for r in audited}
+    assert len(settled) == 1  # one settleMany for the eight
+    assert {s["batch_deals"] for r in audited for s in r["steps"] if s["step"] == "DealSettled"} == {8}
+    assert "(a batch of 8 deals)" in deal_text(audited[0]) and "batch_deals" in render_html(audited[0])
+    result = verify(state, audit.contracts, chain.rpc, registry=services.institutions.registry)
+    assert result.mismatches == [] and result.consistent
 
 
 @pytest.mark.parametrize("point", ["after_record", "after_broadcast", "after_mined"])
