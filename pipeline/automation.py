@@ -42,7 +42,7 @@ from chain.errors import ChainError, ContractRevert, TransactionError
 from chain.events import Batch
 from chain.sender import STRANDED_AFTER, Receipt, Sender, explain_failure
 from pipeline.adapters.protocols import CredentialKind
-from pipeline.brokerage import Brokerage, Snapshot, next_payment
+from pipeline.brokerage import Brokerage, Progress, next_payment
 from pipeline.domain import State
 from pipeline.journal import deal_memo
 
@@ -108,16 +108,16 @@ class DealDriver:
             dirty, paid = self.dirty, self.paid
             self.dirty, self.paid = set(), set()
         if dirty or paid or sweep:
-            live = {d.deal_id: d.buyer for d in self.index.live(self.b.brokers)}
+            live = {d.deal_id: (d.broker, d.buyer) for d in self.index.live(self.b.brokers)}
             if sweep:
                 dirty |= set(live)
-            dirty |= {deal for deal, buyer in live.items() if buyer in paid}
+            dirty |= {deal for deal, (_broker, buyer) in live.items() if buyer in paid}
             busy = self.busy
             todo = sorted((dirty & set(live)) - busy)
             self._mark_dirty(dirty & busy)  # looked at once its step is mined
             due: dict[str, Due] = {}
             for i in range(0, len(todo), SNAPSHOT_CHUNK):
-                snaps = self.b.snapshots(todo[i : i + SNAPSHOT_CHUNK])
+                snaps = self.b.progress({deal: live[deal] for deal in todo[i : i + SNAPSHOT_CHUNK]})
                 certs = self._credentials([s.terms["buyer"] for s in snaps if self._wants_loan(s)])
                 for snap in snaps:
                     self._advance(snap, due.setdefault(snap.broker, Due()), certs)
@@ -145,14 +145,14 @@ class DealDriver:
                     self.paid |= {args[key] for key in ("to", "owner") if key in args}
 
     @staticmethod
-    def _wants_loan(snap: Snapshot) -> bool:
+    def _wants_loan(snap: Progress) -> bool:
         return bool(
             snap.terms["loanAmount"]
             and State.DEPOSIT_PAID <= snap.state < State.FUNDED
-            and snap.loan["status"] == 0
+            and snap.loan_status == 0
         )
 
-    def _advance(self, snap: Snapshot, due: Due, certs: dict[str, list[str]]) -> None:
+    def _advance(self, snap: Progress, due: Due, certs: dict[str, list[str]]) -> None:
         """Put the deal's next step in `due`, if it has one the pipeline takes."""
         state, terms = snap.state, snap.terms
         if state.terminal or state == State.OPEN:

@@ -18,6 +18,7 @@ from eth_utils import to_checksum_address
 from chain.contract import Contract, call_many
 from chain.eip712 import read_domain, typed_data
 from chain.errors import ContractRevert
+from chain.events import Batch
 from chain.rpc import raise_errors
 from chain.sender import Receipt
 from chain.session import ChainSession
@@ -56,6 +57,7 @@ CANCEL_TYPES = {
 
 
 SNAPSHOT_VIEWS = 11  # views read per deal by Brokerage.snapshots
+PROGRESS_VIEWS = 6  # and by Brokerage.progress
 
 
 class UnknownDeal(PipelineValueError, LookupError):
@@ -101,6 +103,8 @@ class Brokerage:
             forward=[(self.token, "Transfer"), (self.token, "Approval")],
             hub=inst.hub,
         )
+        self._terms_kept: dict[int, dict[str, Any]] = {}  # the automation's, see `progress`
+        self.index.listen(self._note_batch)
         self.lender_oracle = next(
             o for o in inst.oracles if isinstance(o, BankOracle) and o.store.oracle == f"bank:{LENDER}"
         )
@@ -281,6 +285,49 @@ class Brokerage:
             )  # fmt: skip
             out.append(snap)
         return out
+
+    def progress(self, deals: dict[int, tuple[str, str]]) -> list[Progress]:
+        """What the automation needs of each deal (deal id -> its broker and buyer, as the index
+        has them), in one batch of PROGRESS_VIEWS views a deal. A deal's terms do not change after
+        it opens, so they are read once and kept, until a reorg (see `_note_batch`)."""
+        missing = [i for i in deals if i not in self._terms_kept]
+        for i, terms in zip(missing, call_many([(self.escrow, "terms", (i,)) for i in missing]), strict=True):
+            self._terms_kept[i] = terms
+        calls: list[tuple[Contract, str, tuple[Any, ...]]] = []
+        for i, (_broker, buyer) in deals.items():
+            calls += [
+                (self.escrow, "dealState", (i,)),
+                (self.escrow, "payments", (i,)),
+                (self.escrow, "loanDecision", (i,)),
+                (self.loans, "loan", (i,)),
+                (self.token, "balanceOf", (buyer,)),
+                (self.token, "allowance", (buyer, self.escrow.address)),
+            ]
+        values = call_many(calls)
+        out = []
+        for n, (i, (broker, _buyer)) in enumerate(deals.items()):
+            state, payments, decision, loan, funds, allowance = values[
+                n * PROGRESS_VIEWS : (n + 1) * PROGRESS_VIEWS
+            ]
+            terms = self._terms_kept[i]
+            out.append(
+                Progress(
+                    i,
+                    terms,
+                    State(state),
+                    broker,
+                    payments,
+                    decision,
+                    int(loan["status"]),
+                    int(funds),
+                    int(allowance),
+                )
+            )
+        return out
+
+    def _note_batch(self, batch: Batch) -> None:
+        if batch.rewound_to is not None:  # a reorg may have given a deal id to other terms
+            self._terms_kept.clear()
 
     def deal(self, deal_id: int) -> dict[str, Any]:
         return self._views([self.snapshot(deal_id)])[0]
@@ -511,6 +558,21 @@ def terms_json(terms: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Progress:
+    """A deal as far as the automation's next step goes (see Brokerage.progress)."""
+
+    deal_id: int
+    terms: dict[str, Any]
+    state: State
+    broker: str
+    payments: tuple[int, int, int, int]
+    decision: tuple[bool, int]
+    loan_status: int
+    buyer_funds: int
+    buyer_allowance: int
+
+
 def _deal_view(snap: Snapshot) -> dict[str, Any]:
     terms, state, loan = snap.terms, snap.state, snap.loan
     buyer_signed, seller_signed = snap.signatures
@@ -544,7 +606,7 @@ def _deal_view(snap: Snapshot) -> dict[str, Any]:
     }
 
 
-def next_payment(snap: Snapshot) -> tuple[str, int] | None:
+def next_payment(snap: Snapshot | Progress) -> tuple[str, int] | None:
     """The buyer's payment due now, if any: (kind, amount)."""
     terms, state = snap.terms, snap.state
     if state == State.SIGNED:
