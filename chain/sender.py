@@ -101,6 +101,72 @@ class FeePolicy:
             return fees
 
 
+class ReceiptWatch:
+    """The receipts every waiting thread of a process waits for, read together: one thread
+    asks for the head block each `interval` and, when there is a new one, for all the waited
+    receipts in one JSON-RPC batch. A wait then costs about one receipt request per block it
+    spans, not one per poll; under automine the first direct look finds the receipt anyway."""
+
+    def __init__(self, rpc: Rpc, interval: float = 0.05) -> None:
+        self.rpc = rpc
+        self.interval = interval
+        self._cond = threading.Condition()
+        self._waited: dict[str, int] = {}  # tx hash -> waiting threads
+        self._found: dict[str, dict[str, Any]] = {}
+        self._asked: set[str] = set()  # waited hashes the watch has asked about at least once
+        self._thread: threading.Thread | None = None
+
+    def wait(self, tx_hash: str, timeout: float) -> dict[str, Any] | None:
+        """The raw receipt once mined, or None after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._waited[tx_hash] = self._waited.get(tx_hash, 0) + 1
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, daemon=True, name="receipt-watch")
+                self._thread.start()
+            try:
+                while tx_hash not in self._found:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return None
+                    self._cond.wait(left)
+                return self._found[tx_hash]
+            finally:
+                self._waited[tx_hash] -= 1
+                if not self._waited[tx_hash]:
+                    del self._waited[tx_hash]
+                    self._found.pop(tx_hash, None)
+                    self._asked.discard(tx_hash)
+
+    def _run(self) -> None:
+        seen = None
+        while True:
+            with self._cond:
+                if not self._waited:
+                    self._thread = None  # the next wait starts another
+                    return
+                hashes = [h for h in self._waited if h not in self._found]
+                fresh = [h for h in hashes if h not in self._asked]
+            try:
+                head = self.rpc.call("eth_blockNumber")
+                # all of them in a new block; in the same one, those not asked about yet (their
+                # block may be the one already read)
+                hashes = hashes if head != seen else fresh
+                with self._cond:
+                    self._asked.update(hashes)
+                if hashes:
+                    answers = self.rpc.batch([("eth_getTransactionReceipt", [h]) for h in hashes])
+                    with self._cond:
+                        for h, raw in zip(hashes, answers, strict=True):
+                            if isinstance(raw, dict):
+                                self._found[h] = raw
+                        self._cond.notify_all()
+                seen = head
+            except RpcError:
+                pass  # the waiters' own checks (timeout, stranded) decide
+            time.sleep(self.interval)
+
+
 class Sender:
     """One account's transactions. Thread-safe: many threads may send through one Sender.
 
@@ -119,6 +185,7 @@ class Sender:
         timeout: float = 30.0,
         poll_interval: float = 0.2,
         journal: TxJournal | None = None,
+        watch: ReceiptWatch | None = None,
     ) -> None:
         self.rpc = rpc
         self.account = account
@@ -130,6 +197,7 @@ class Sender:
         self.timeout = timeout
         self.poll_interval = poll_interval
         self.journal = journal
+        self.watch = watch
         self._lock = threading.Lock()
         self._nonce: int | None = None
 
@@ -283,8 +351,13 @@ class Sender:
         deadline = start + (timeout or self.timeout)
         check, stranded = start + STRANDED_AFTER, 0
         delay = 0.0005  # an automining node has the receipt within a millisecond or so
+        first = True
         while True:
-            raw = self.rpc.call("eth_getTransactionReceipt", [tx_hash])
+            if first or self.watch is None:
+                raw = self.rpc.call("eth_getTransactionReceipt", [tx_hash])
+            else:  # after a first look, with every other waiter of the process, once a block
+                raw = self.watch.wait(tx_hash, max(0.0, min(check, deadline) - time.monotonic()))
+            first = False
             if raw is not None:
                 receipt = Receipt.from_rpc(raw)
                 if receipt.status != 1:
@@ -300,8 +373,9 @@ class Sender:
                 check = now + STRANDED_AFTER
             if now >= deadline:
                 raise TransactionTimeout(f"no receipt for {tx_hash} after {timeout or self.timeout:.0f}s")
-            time.sleep(delay)
-            delay = min(delay * 2, self.poll_interval)
+            if self.watch is None:
+                time.sleep(delay)
+                delay = min(delay * 2, self.poll_interval)
 
     def stranded(self, tx_hash: str) -> str | None:
         """Why the node will never mine `tx_hash` as things stand, or None if it may."""

@@ -16,7 +16,7 @@ from chain.errors import ConfigError
 from chain.node import EmbeddedNode
 from chain.revert import ErrorDecoder
 from chain.rpc import Rpc
-from chain.sender import FeePolicy, Sender, TxJournal
+from chain.sender import FeePolicy, ReceiptWatch, Sender, TxJournal
 
 
 class ChainSession:
@@ -47,6 +47,8 @@ class ChainSession:
         self.artifacts = artifacts if artifacts is not None else compile_project(config).artifacts
         self.errors = ErrorDecoder([a.abi for a in self.artifacts.values()])
         self.fees = FeePolicy(rpc, self.network.gas_price, self.network.priority_fee)
+        # every sender's receipt waits, read together once a block (a batch for all waiters)
+        self.receipts = ReceiptWatch(rpc, interval=min(self.network.poll_interval, 0.05))
         self._abis: dict[str, ContractABI] = {}
         self._senders: dict[str, Sender] = {}
         self._journal: TxJournal | None = None
@@ -122,6 +124,7 @@ class ChainSession:
                     timeout=self.network.timeout,
                     poll_interval=self.network.poll_interval,
                     journal=self._journal,
+                    watch=self.receipts,
                 )
             return self._senders[name]
 
