@@ -118,7 +118,8 @@ def _cmd_oracles(args: argparse.Namespace) -> int:
     finally:
         threads.stop()
         # what it asked the node, for whoever measures (the bench)
-        print(json.dumps({"rpc_calls": session.rpc.calls, "rpc_requests": session.rpc.requests}), flush=True)
+        counts = {"rpc_calls": session.rpc.calls, "rpc_requests": session.rpc.requests}
+        print(json.dumps({**counts, "rpc_methods": dict(session.rpc.methods)}), flush=True)
         session.close()
     return 0
 
