@@ -70,8 +70,7 @@ class BankOracle(Oracle):
         if event.contract == "DealEscrow" and event.event in ("LoanDecisionRecorded", "PaymentReceived"):
             if a["state"] != State.LOAN_APPROVED:
                 return None
-            _parcel, _buyer, lender, _amount, _state = self.escrow.call("loanContext", a["dealId"])
-            if lender != self.me:
+            if self.terms(a["dealId"])["lender"] != self.me:
                 return None
             return Plan(f"disburse:{a['dealId']}", a["dealId"], "disbursement")
         if event.contract == "LoanBook" and event.event == "LoanSecured":
@@ -91,7 +90,7 @@ class BankOracle(Oracle):
             block = int(self.escrow.rpc.call("eth_blockNumber"), 16)
             if self.escrow.call("dealState", a["dealId"], block=block) != State.REGISTRATION_REQUESTED:
                 return None
-            parcel = self.escrow.call("terms", a["dealId"], block=block)["parcelId"]
+            parcel = self.terms(a["dealId"])["parcelId"]
             mine = [
                 i for i in self.land.call("activeMortgages", parcel, block=block)
                 if self.land.call("activeMortgageCreditor", parcel, i, block=block) == self.me
@@ -109,7 +108,7 @@ class BankOracle(Oracle):
             return self._book(plan, deal)
         if plan.kind == "disbursement":
             loan = self.loans.call("loan", deal)
-            terms = self.escrow.call("terms", deal)
+            terms = self.terms(deal)
             answer = self.adapter.disburse(
                 plan.effect_key,
                 DisbursementRequest(deal_id=deal, borrower=terms["buyer"], amount=loan["approvedAmount"]),
@@ -169,7 +168,7 @@ class BankOracle(Oracle):
         return Action(booked.model_dump(), [])
 
     def _decide(self, plan: Plan, event: ChainEvent, deal: int) -> Action:
-        terms = self.escrow.call("terms", deal)
+        terms = self.terms(deal)
         presented = []
         for h in event.args["credentials"]:
             stored = self.wallet.get(h)

@@ -168,6 +168,7 @@ class Oracle:
         }
         self._recovered = False
         self._direct = threading.Lock()
+        self._terms: dict[int, dict[str, Any]] = {}  # deal -> its terms, which never change
 
     # --- to implement ---------------------------------------------------------------------
     def plan(self, event: ChainEvent) -> Plan | None:
@@ -180,6 +181,14 @@ class Oracle:
         """Effects of this oracle that must be on chain before `plan` is executed (its dry run
         would fail without them). One still due in this poll's batches is sent first."""
         return ()
+
+    def terms(self, deal: int) -> dict[str, Any]:
+        """The deal's terms, read once: they never change after it opens (a reorg, which could
+        give its id to other terms, forgets them all)."""
+        found = self._terms.get(deal)
+        if found is None:
+            found = self._terms[deal] = self.contracts["DealEscrow"].call("terms", deal)
+        return found
 
     # --- the loop ---------------------------------------------------------------------------
     def recover(self) -> None:
@@ -196,6 +205,7 @@ class Oracle:
         try:
             batch = self.stream.poll()
             if batch.rewound_to is not None:
+                self._terms.clear()
                 self._reconcile(self.store.effects_after(batch.rewound_to, sources=True), batch.rewound_to)
                 self.sender.resync()
                 self.store.save_cursor(batch.cursor)

@@ -60,7 +60,7 @@ class RegistryOracle(Oracle):
             deal = a["dealId"]
             if self.escrow.call("dealState", deal) != State.REGISTRATION_REQUESTED:
                 return None
-            parcel = self.escrow.call("terms", deal)["parcelId"]
+            parcel = self.terms(deal)["parcelId"]
             mortgages = self.land.call("activeMortgages", parcel)
             if any(self.loans.call("payoff", deal, m)[0] == ZERO for m in mortgages):
                 return None  # a creditor has not stated its payoff yet: wait for PayoffStated
@@ -74,7 +74,7 @@ class RegistryOracle(Oracle):
 
     def execute(self, plan: Plan, event: ChainEvent) -> Action | None:
         deal = int(plan.deal_id or 0)
-        terms = self.escrow.call("terms", deal)
+        terms = self.terms(deal)
         if plan.kind == "transaction_report":
             block = self.escrow.rpc.call("eth_getBlockByNumber", [hex(event.block_number), False])
             report = self.adapter.file_transaction_report(
