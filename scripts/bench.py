@@ -14,6 +14,7 @@ growth bench's seeder). Prints one JSON object as its last line.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -213,6 +214,7 @@ class Bench:
         self.inst = services.institutions
         self.deal_contracts = {self.b.escrow.address.lower(), self.b.loans.address.lower()}
         self.lock = threading.Lock()  # the registrar's and issuer's setup transactions, one at a time
+        self._lots = itertools.count()
         self.broker = session.signers["broker"].address
         self.finish = Finish(session, services) if watch else None
         if self.finish:
@@ -226,7 +228,11 @@ class Bench:
 
     def prepare(self, _index: int = 0) -> Prepared:
         seller, buyer = Account.create(), Account.create()
-        number = f"1168010600-9{uuid.uuid4().int % 10**4:04d}-{uuid.uuid4().int % 10**4:04d}"
+        # a main lot number of its own per deal of this Bench (random numbers alone met twice in
+        # a run of 2,000), a random sub lot against other Benches on the same registry
+        with self.lock:
+            lot = next(self._lots)
+        number = f"1168010600-{90_000 + lot % 10_000}-{uuid.uuid4().int % 10**4:04d}"
         now = self.b.now()
         with self.lock:
             registry = self.inst.registry

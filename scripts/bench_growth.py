@@ -547,8 +547,9 @@ class Seeder:
         }
 
         def broker2() -> Iterator[Call]:
-            for start in range(0, count, BATCH):
-                chunk = list(zip(deals[start : start + BATCH], ids[start : start + BATCH], strict=True))
+            size = max(1, min(BATCH, self.block_gas // GAS["payDeposit"]))
+            for start in range(0, count, size):
+                chunk = list(zip(deals[start : start + size], ids[start : start + size], strict=True))
                 for d, _deal in chunk:
                     terms: list[int | bytes] = [
                         d.parcel, d.seller_addr, d.buyer_addr, PRICE, DEPOSIT, INTERIM, BALANCE, *deadlines,
@@ -595,22 +596,25 @@ class Seeder:
                 )
         self._expect("deals", ids, State.INTERIM_PAID)
 
-        def batches() -> Iterator[list[int]]:
-            for start in range(0, count, BATCH):
-                yield ids[start : start + BATCH]
+        def batches(item_gas: int) -> Iterator[list[int]]:
+            """The deals in batch calls of up to BATCH items, each call within a block's gas
+            budget (hardhat keeps its 30 M limit)."""
+            size = max(1, min(BATCH, self.block_gas // item_gas))
+            for start in range(0, count, size):
+                yield ids[start : start + size]
 
         # Stage 3: the institutions' part, batched as the oracles do: report receipts, loan
         # decisions, one mint of the loans' sum and their disbursement, payoff statements.
         index = {deal: d.index for d, deal in zip(deals, ids, strict=True)}
 
         def registrar3() -> Iterator[Call]:
-            for batch in batches():
+            for batch in batches(GAS["recordTransactionReport"]):
                 receipts = ["0x" + rcpt("RPT", index[deal]).hex() for deal in batch]
                 data = enc.dynamic(e, "recordTransactionReports", batch, receipts)
                 yield to["DealEscrow"], data, GAS["recordTransactionReport"] * len(batch)
 
         def lender3() -> Iterator[Call]:
-            for batch in batches():
+            for batch in batches(GAS["disburse"]):
                 decisions = [(deal, True, LOAN, RATE_BPS, TERM_MONTHS, MAX_SECURED, 0) for deal in batch]
                 data = enc.dynamic(self.loans, "recordLoanDecisions", decisions)
                 yield to["LoanBook"], data, GAS["approveLoan"] * len(batch)
@@ -623,7 +627,7 @@ class Seeder:
                 yield to["LoanBook"], data, GAS["disburse"] * len(batch)
 
         def bank3() -> Iterator[Call]:
-            for batch in batches():
+            for batch in batches(GAS["statePayoff"]):
                 data = enc.dynamic(self.loans, "statePayoffs", batch, [0] * len(batch), [OWED] * len(batch))
                 yield to["LoanBook"], data, GAS["statePayoff"] * len(batch)
 
@@ -634,7 +638,7 @@ class Seeder:
 
         # Stage 4: the buyer's part of 잔금 (the loan is in), then the registration requests.
         def broker4() -> Iterator[Call]:
-            for batch in batches():
+            for batch in batches(GAS["payBalance"]):
                 data = enc.dynamic(e, "payMany", batch, [int(Payment.BALANCE)] * len(batch))
                 yield to["DealEscrow"], data, GAS["payBalance"] * len(batch)
                 data = enc.dynamic(e, "requestRegistrations", batch)
@@ -645,7 +649,7 @@ class Seeder:
 
         # Stage 5: the registrar settles the deals, a settleMany per batch.
         def registrar5() -> Iterator[Call]:
-            for batch in batches():
+            for batch in batches(GAS["settle"]):
                 registrations = ["0x" + rcpt("REG", 2 * index[deal] + 1).hex() for deal in batch]
                 taxes = ["0x" + rcpt("TAX", index[deal]).hex() for deal in batch]
                 data = enc.dynamic(e, "settleMany", batch, registrations, taxes)
