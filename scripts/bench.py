@@ -416,19 +416,24 @@ def _interval_mining(session: ChainSession, block_time: float) -> None:
     session.rpc.call("evm_setIntervalMining", [interval])
 
 
+def oracles_command(session: ChainSession, services: Services, poll: float) -> list[str]:
+    """`deedchain oracles` on this session's node and the institutions' databases."""
+    urls = services.institutions.urls
+    return [
+        sys.executable, "-m", "scripts.cli", "oracles", "--rpc", session.rpc.url,
+        "--deployments", str(session.deployments_dir), "--db", urls["oracles"],
+        "--registry-db", urls["registry"], "--lender-db", urls["lender"], "--bank-db", urls["bank"],
+        "--known-issuer", session.signers["issuer"].address, "--poll", str(poll),
+    ]  # fmt: skip
+
+
 class OracleWorker:
     """The institutions' oracles (and their reference back offices) as `deedchain oracles`, a
     process of their own on the same node and databases: the pipeline's second core. Its CPU
     and its JSON-RPC calls count as the pipeline's."""
 
     def __init__(self, session: ChainSession, services: Services, poll: float) -> None:
-        urls = services.institutions.urls
-        self.cmd = [
-            sys.executable, "-m", "scripts.cli", "oracles", "--rpc", session.rpc.url,
-            "--deployments", str(session.deployments_dir), "--db", urls["oracles"],
-            "--registry-db", urls["registry"], "--lender-db", urls["lender"], "--bank-db", urls["bank"],
-            "--known-issuer", session.signers["issuer"].address, "--poll", str(poll),
-        ]  # fmt: skip
+        self.cmd = oracles_command(session, services, poll)
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         assert self.proc.stdout is not None
         ready = self.proc.stdout.readline()  # "oracles running on chain ...", once they recovered

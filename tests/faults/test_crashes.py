@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 from chain.session import ChainSession
 from pipeline.faults import CRASH_ENV
 from pipeline.service import Services
+from scripts.bench import oracles_command
 from tests.faults.conftest import Campaign
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,13 +31,7 @@ class OracleProcess:
     """`deedchain oracles` on the test chain and the institutions' databases, as a process."""
 
     def __init__(self, session: ChainSession, services: Services, folder: Path) -> None:
-        urls = services.institutions.urls
-        self.cmd = [
-            sys.executable, "-m", "scripts.cli", "oracles", "--rpc", session.rpc.url,
-            "--deployments", str(session.deployments_dir), "--db", urls["oracles"],
-            "--registry-db", urls["registry"], "--lender-db", urls["lender"], "--bank-db", urls["bank"],
-            "--known-issuer", session.signers["issuer"].address, "--poll", "0.02",
-        ]  # fmt: skip
+        self.cmd = oracles_command(session, services, 0.02)
         self.log = folder / "oracles.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
