@@ -47,8 +47,14 @@ class ChainSession:
         self.artifacts = artifacts if artifacts is not None else compile_project(config).artifacts
         self.errors = ErrorDecoder([a.abi for a in self.artifacts.values()])
         self.fees = FeePolicy(rpc, self.network.gas_price, self.network.priority_fee)
-        # every sender's receipt waits, read together once a block (a batch for all waiters)
-        self.receipts = ReceiptWatch(rpc, interval=min(self.network.poll_interval, 0.05))
+        # with blocks on a timer, every sender's receipt waits are read together once a block (a
+        # batch for all waiters); under automine a receipt is there within milliseconds, and each
+        # Sender polls for its own with a fast backoff
+        self.receipts = (
+            ReceiptWatch(rpc, interval=min(self.network.poll_interval, 0.05))
+            if self.network.cmd_settings.block_time
+            else None
+        )
         self._abis: dict[str, ContractABI] = {}
         self._senders: dict[str, Sender] = {}
         self._journal: TxJournal | None = None
